@@ -1,0 +1,399 @@
+//! Kong in DB-less mode: a Secret with the declarative config (it contains the JWT secret), a
+//! Deployment that mounts it, a Service exposing the proxy and an optional Ingress.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::config::plain_env;
+use super::{
+    CONFIG_HASH_ANNOTATION, Instance, Resolved, default_resources, pull_secrets,
+    restricted_container, restricted_pod,
+};
+use crate::crd::{GatewayServiceType, MovieBookingSystemSpec};
+use crate::kong;
+
+pub const COMPONENT: &str = "gateway";
+/// Key of the declarative config in its Secret.
+pub const CONFIG_KEY: &str = "kong.yml";
+const PROXY_PORT: i32 = 8000;
+const STATUS_PORT: i32 = 8100;
+/// UID of the `kong` user in the official image.
+const KONG_UID: i64 = 1000;
+
+pub fn name(inst: &Instance) -> String {
+    inst.child(COMPONENT)
+}
+
+pub fn config_secret_name(inst: &Instance) -> String {
+    inst.child("kong-config")
+}
+
+pub fn render_kong_config(
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    res: &Resolved,
+) -> String {
+    kong::render(spec, inst, &res.jwt_secret)
+}
+
+/// The Secret holding `kong.yml`.
+pub fn kong_config_secret(
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    res: &Resolved,
+) -> Secret {
+    Secret {
+        metadata: inst.meta(config_secret_name(inst), COMPONENT),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_string(),
+            ByteString(render_kong_config(spec, inst, res).into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// Kong's Deployment. `config_hash` is the hash of the rendered config: DB-less Kong reads
+/// its file at start, so a new config must roll the pods.
+pub fn deployment(spec: &MovieBookingSystemSpec, inst: &Instance, config_hash: &str) -> Deployment {
+    let kong = &spec.gateway.kong;
+    let env = vec![
+        plain_env("KONG_DATABASE", "off"),
+        plain_env(
+            "KONG_DECLARATIVE_CONFIG",
+            format!("/kong/declarative/{CONFIG_KEY}"),
+        ),
+        plain_env("KONG_PREFIX", "/kong_prefix"),
+        plain_env("KONG_PROXY_LISTEN", format!("0.0.0.0:{PROXY_PORT}")),
+        plain_env("KONG_STATUS_LISTEN", format!("0.0.0.0:{STATUS_PORT}")),
+        plain_env("KONG_ADMIN_LISTEN", "off"),
+        plain_env("KONG_PROXY_ACCESS_LOG", "/dev/stdout"),
+        plain_env("KONG_PROXY_ERROR_LOG", "/dev/stderr"),
+        plain_env("KONG_PLUGINS", "bundled"),
+        plain_env("KONG_NGINX_WORKER_PROCESSES", "2"),
+        // The client IP that rate limiting keys on; trust X-Forwarded-For from in-cluster
+        // proxies (ingress controllers) only.
+        plain_env(
+            "KONG_TRUSTED_IPS",
+            "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
+        ),
+        plain_env("KONG_REAL_IP_HEADER", "X-Forwarded-For"),
+    ];
+    let probe = |path: &str, delay: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("status".into()),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(delay),
+        period_seconds: Some(10),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "kong".into(),
+        image: Some(kong.image.clone()),
+        image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("proxy".into()),
+                container_port: PROXY_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("status".into()),
+                container_port: STATUS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/status/ready", 5)),
+        liveness_probe: Some(probe("/status", 10)),
+        resources: Some(
+            kong.resources
+                .clone()
+                .unwrap_or_else(|| default_resources("100m", "256Mi", "1", "512Mi")),
+        ),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "declarative".into(),
+                mount_path: "/kong/declarative".into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "prefix".into(),
+                mount_path: "/kong_prefix".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let empty = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    Deployment {
+        metadata: inst.meta(name(inst), COMPONENT),
+        spec: Some(DeploymentSpec {
+            replicas: Some(kong.replicas),
+            selector: LabelSelector {
+                match_labels: Some(inst.selector(COMPONENT)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(inst.labels(COMPONENT)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash.to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "declarative".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(config_secret_name(inst)),
+                                default_mode: Some(0o440),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        empty("prefix"),
+                        empty("tmp"),
+                    ]),
+                    security_context: Some(restricted_pod(KONG_UID)),
+                    image_pull_secrets: pull_secrets(spec),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The proxy Service (NodePort by default, so kind can map it to the host).
+pub fn service(spec: &MovieBookingSystemSpec, inst: &Instance) -> Service {
+    let kong = &spec.gateway.kong;
+    let node_port = match kong.service_type {
+        GatewayServiceType::ClusterIP => None,
+        _ => kong.node_port,
+    };
+    Service {
+        metadata: inst.meta(name(inst), COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some(kong.service_type.as_str().into()),
+            selector: Some(inst.selector(COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("proxy".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("proxy".into())),
+                node_port,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// An Ingress sending everything to Kong, when asked for.
+pub fn ingress(spec: &MovieBookingSystemSpec, inst: &Instance) -> Option<Ingress> {
+    let ing = spec.gateway.ingress.as_ref()?;
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: name(inst),
+            port: Some(ServiceBackendPort {
+                number: Some(80),
+                ..ServiceBackendPort::default()
+            }),
+        }),
+        ..IngressBackend::default()
+    };
+    Some(Ingress {
+        metadata: inst.meta(name(inst), COMPONENT),
+        spec: Some(IngressSpec {
+            ingress_class_name: ing.class_name.clone(),
+            tls: ing.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: ing.host.clone().map(|h| vec![h]),
+                    secret_name: Some(secret.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: ing.host.clone(),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend,
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+/// The GraphQL URL users should call, as far as the operator can know it: the Ingress host,
+/// the load balancer's address, `<node>:<nodePort>` (the node address is the user's to know),
+/// or the in-cluster name.
+pub fn graphql_endpoint(
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    lb_address: Option<&str>,
+    allocated_node_port: Option<i32>,
+) -> String {
+    if let Some(ing) = &spec.gateway.ingress {
+        let scheme = if ing.tls_secret_name.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if let Some(host) = &ing.host {
+            return format!("{scheme}://{host}/graphql");
+        }
+    }
+    let kong = &spec.gateway.kong;
+    match (
+        kong.service_type,
+        lb_address,
+        kong.node_port.or(allocated_node_port),
+    ) {
+        (GatewayServiceType::LoadBalancer, Some(addr), _) => format!("http://{addr}/graphql"),
+        (GatewayServiceType::NodePort, _, Some(port)) => format!("http://<node>:{port}/graphql"),
+        _ => format!("http://{}/graphql", inst.dns(&name(inst))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::*;
+    use crate::crd::IngressSpec as MbsIngress;
+
+    #[test]
+    fn kong_runs_dbless_from_the_rendered_config() {
+        let d = deployment(&sample().spec, &instance(), "h");
+        let pod = d
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("kong:3.9"));
+        let env = |n: &str| {
+            c.env
+                .as_ref()
+                .expect("env")
+                .iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(env("KONG_DATABASE").as_deref(), Some("off"));
+        assert_eq!(
+            env("KONG_DECLARATIVE_CONFIG").as_deref(),
+            Some("/kong/declarative/kong.yml")
+        );
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("probe");
+        assert_eq!(ready.path.as_deref(), Some("/status/ready"));
+        assert_eq!(ready.port, IntOrString::String("status".into()));
+        let vol = &pod.volumes.as_ref().expect("vols")[0];
+        assert_eq!(
+            vol.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+            Some("demo-kong-config")
+        );
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.read_only_root_filesystem),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn config_secret_contains_the_declarative_config() {
+        let s = kong_config_secret(&sample().spec, &instance(), &resolved());
+        let yaml = String::from_utf8(s.data.expect("data")[CONFIG_KEY].0.clone()).expect("utf8");
+        assert!(yaml.contains("jwtsecret"));
+        assert!(yaml.contains("rate-limiting"));
+    }
+
+    #[test]
+    fn service_is_nodeport_with_fixed_port() {
+        let mut mbs = sample();
+        mbs.spec.gateway.kong.node_port = Some(30080);
+        let s = service(&mbs.spec, &instance()).spec.expect("spec");
+        assert_eq!(s.type_.as_deref(), Some("NodePort"));
+        assert_eq!(s.ports.as_ref().expect("ports")[0].node_port, Some(30080));
+        assert_eq!(
+            graphql_endpoint(&mbs.spec, &instance(), None, None),
+            "http://<node>:30080/graphql"
+        );
+        mbs.spec.gateway.kong.service_type = GatewayServiceType::ClusterIP;
+        assert_eq!(
+            graphql_endpoint(&mbs.spec, &instance(), None, None),
+            "http://demo-gateway.shop.svc/graphql"
+        );
+    }
+
+    #[test]
+    fn ingress_points_at_kong() {
+        let mut mbs = sample();
+        assert!(ingress(&mbs.spec, &instance()).is_none());
+        mbs.spec.gateway.ingress = Some(MbsIngress {
+            host: Some("tickets.example".into()),
+            class_name: Some("nginx".into()),
+            tls_secret_name: None,
+        });
+        let i = ingress(&mbs.spec, &instance())
+            .expect("ingress")
+            .spec
+            .expect("spec");
+        let rule = &i.rules.expect("rules")[0];
+        assert_eq!(rule.host.as_deref(), Some("tickets.example"));
+        let backend = &rule.http.as_ref().expect("http").paths[0].backend;
+        assert_eq!(
+            backend.service.as_ref().map(|s| s.name.as_str()),
+            Some("demo-gateway")
+        );
+        assert_eq!(
+            graphql_endpoint(&mbs.spec, &instance(), None, None),
+            "http://tickets.example/graphql"
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! Managed stores: a one-replica StatefulSet with a PersistentVolumeClaim and a headless
+//! Service per store, running the official images.
+//!
+//! MongoDB runs as a single-member replica set because the services use multi-document
+//! transactions, which MongoDB only offers on replica sets. The replica set is initiated by
+//! the readiness probe (idempotently), so the pod only becomes ready once it is a writable
+//! primary and no separate init Job is needed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::config::{
+    DB_USER, MONGO_REPLICA_SET, POSTGRES_DB, POSTGRES_PASSWORD, RABBITMQ_PASSWORD, REDIS_PASSWORD,
+    plain_env, secret_env, secret_name,
+};
+use super::{
+    Instance, StoreKind, default_resources, pull_secrets, restricted_container, restricted_pod,
+};
+use crate::crd::{DataOnDelete, ManagedStore, MovieBookingSystemSpec};
+
+/// UID of the `postgres`, `mongodb`, `redis` and `rabbitmq` users in the official images.
+const STORE_UID: i64 = 999;
+
+/// Headless Service giving the store pod a stable DNS name. Not-ready addresses are published
+/// because MongoDB must resolve its own member name before it can become ready.
+pub fn service(store: StoreKind, inst: &Instance) -> Service {
+    let component = store.name();
+    Service {
+        metadata: inst.meta(inst.child(component), component),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(inst.selector(component)),
+            ports: Some(vec![ServicePort {
+                name: Some(component.into()),
+                port: store.port(),
+                target_port: Some(IntOrString::Int(store.port())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The store's StatefulSet.
+pub fn stateful_set(
+    store: StoreKind,
+    managed: &ManagedStore,
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+) -> StatefulSet {
+    let component = store.name();
+    let name = inst.child(component);
+    let image = managed
+        .image
+        .clone()
+        .unwrap_or_else(|| store.default_image().to_string());
+    let data_path = data_path(store);
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: data_path.into(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = Vec::new();
+    for (i, path) in scratch_paths(store).iter().enumerate() {
+        let vol = format!("scratch-{i}");
+        mounts.push(VolumeMount {
+            name: vol.clone(),
+            mount_path: (*path).into(),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: vol,
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
+    let mut security = restricted_container();
+    if store == StoreKind::Rabbitmq {
+        // The RabbitMQ image writes its generated configuration and Erlang cookie under
+        // /etc/rabbitmq and /var/lib/rabbitmq at start-up; it cannot run read-only.
+        security.read_only_root_filesystem = Some(false);
+    }
+    let (command, args, env) = process(store, inst);
+    let readiness = exec_probe(readiness_command(store, inst), 10, 5, 6);
+    let liveness = exec_probe(liveness_command(store), 30, 10, 6);
+    let container = Container {
+        name: component.into(),
+        image: Some(image),
+        image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
+        command,
+        args,
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some(component.into()),
+            container_port: store.port(),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(readiness),
+        liveness_probe: Some(liveness),
+        resources: Some(
+            managed
+                .resources
+                .clone()
+                .unwrap_or_else(|| default_resources("100m", "256Mi", "1", "1Gi")),
+        ),
+        security_context: Some(security),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let storage = managed
+        .storage
+        .clone()
+        .unwrap_or_else(|| Quantity("1Gi".into()));
+    let retention = match spec.data_on_delete {
+        DataOnDelete::Retain => "Retain",
+        DataOnDelete::Delete => "Delete",
+    };
+    // PVCs are labelled like everything else so that `dataOnDelete: Delete` can find them.
+    let pvc_labels = inst.labels(component);
+    StatefulSet {
+        metadata: inst.meta(name.clone(), component),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(name),
+            selector: LabelSelector {
+                match_labels: Some(inst.selector(component)),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(inst.labels(component)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(restricted_pod(STORE_UID)),
+                    image_pull_secrets: pull_secrets(spec),
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(pvc_labels),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: managed.storage_class.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([("storage".into(), storage)])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn data_path(store: StoreKind) -> &'static str {
+    match store {
+        StoreKind::Postgres => "/var/lib/postgresql/data",
+        StoreKind::Mongodb => "/data/db",
+        StoreKind::Redis => "/data",
+        StoreKind::Rabbitmq => "/var/lib/rabbitmq",
+    }
+}
+
+/// Writable directories each image needs besides its data volume (the root is read-only).
+fn scratch_paths(store: StoreKind) -> &'static [&'static str] {
+    match store {
+        StoreKind::Postgres => &["/var/run/postgresql", "/tmp"],
+        StoreKind::Mongodb => &["/tmp", "/data/configdb"],
+        StoreKind::Redis => &["/tmp"],
+        StoreKind::Rabbitmq => &["/tmp"],
+    }
+}
+
+type Process = (
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+    Vec<k8s_openapi::api::core::v1::EnvVar>,
+);
+
+/// Command, arguments and environment of the store process.
+fn process(store: StoreKind, inst: &Instance) -> Process {
+    let secret = secret_name(inst);
+    match store {
+        StoreKind::Postgres => (
+            None,
+            None,
+            vec![
+                plain_env("POSTGRES_USER", DB_USER),
+                secret_env("POSTGRES_PASSWORD", &secret, POSTGRES_PASSWORD),
+                plain_env("POSTGRES_DB", POSTGRES_DB),
+                plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
+            ],
+        ),
+        StoreKind::Mongodb => (
+            None,
+            Some(vec![
+                "--replSet".into(),
+                MONGO_REPLICA_SET.into(),
+                "--bind_ip_all".into(),
+            ]),
+            // mongosh (run by the probe) writes its history under $HOME.
+            vec![plain_env("HOME", "/tmp")],
+        ),
+        StoreKind::Redis => (
+            None,
+            Some(vec![
+                "redis-server".into(),
+                "--appendonly".into(),
+                "yes".into(),
+                "--dir".into(),
+                "/data".into(),
+                "--requirepass".into(),
+                "$(REDIS_PASSWORD)".into(),
+            ]),
+            vec![secret_env("REDIS_PASSWORD", &secret, REDIS_PASSWORD)],
+        ),
+        StoreKind::Rabbitmq => (
+            None,
+            None,
+            vec![
+                plain_env("RABBITMQ_DEFAULT_USER", DB_USER),
+                secret_env("RABBITMQ_DEFAULT_PASS", &secret, RABBITMQ_PASSWORD),
+            ],
+        ),
+    }
+}
+
+/// Host name the MongoDB replica-set member is initiated with; clients connect to it.
+pub fn mongo_member_host(inst: &Instance) -> String {
+    let svc = inst.child(StoreKind::Mongodb.name());
+    format!("{svc}-0.{}:{}", inst.dns(&svc), StoreKind::Mongodb.port())
+}
+
+fn readiness_command(store: StoreKind, inst: &Instance) -> Vec<String> {
+    match store {
+        StoreKind::Postgres => sh(&format!(
+            "pg_isready -U {DB_USER} -d {POSTGRES_DB} -h 127.0.0.1"
+        )),
+        // Idempotent: initiates the replica set on first use, then only checks that this
+        // member is a writable primary.
+        StoreKind::Mongodb => vec![
+            "mongosh".into(),
+            "--quiet".into(),
+            "--eval".into(),
+            format!(
+                "try {{ rs.status() }} catch (e) {{ rs.initiate({{_id: '{MONGO_REPLICA_SET}', members: [{{_id: 0, host: '{}'}}]}}) }}; if (!db.hello().isWritablePrimary) {{ quit(1) }}",
+                mongo_member_host(inst)
+            ),
+        ],
+        StoreKind::Redis => {
+            sh("redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning ping | grep -q PONG")
+        }
+        StoreKind::Rabbitmq => sh("rabbitmq-diagnostics -q check_port_connectivity"),
+    }
+}
+
+fn liveness_command(store: StoreKind) -> Vec<String> {
+    match store {
+        StoreKind::Postgres => sh(&format!("pg_isready -U {DB_USER} -h 127.0.0.1")),
+        StoreKind::Mongodb => vec![
+            "mongosh".into(),
+            "--quiet".into(),
+            "--eval".into(),
+            "db.adminCommand('ping').ok".into(),
+        ],
+        StoreKind::Redis => {
+            sh("redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning ping | grep -q PONG")
+        }
+        StoreKind::Rabbitmq => sh("rabbitmq-diagnostics -q ping"),
+    }
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+fn exec_probe(command: Vec<String>, initial_delay: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(command),
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(10),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::*;
+
+    fn container(sts: &StatefulSet) -> &Container {
+        &sts.spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod")
+            .containers[0]
+    }
+
+    #[test]
+    fn every_store_gets_official_image_volume_and_probes() {
+        let mbs = sample();
+        for store in StoreKind::ALL {
+            let sts = stateful_set(store, &Default::default(), &mbs.spec, &instance());
+            let c = container(&sts);
+            assert_eq!(c.image.as_deref(), Some(store.default_image()));
+            assert!(
+                c.readiness_probe.is_some() && c.liveness_probe.is_some(),
+                "{store:?}"
+            );
+            let spec = sts.spec.as_ref().expect("spec");
+            assert_eq!(
+                spec.service_name.as_deref(),
+                Some(format!("demo-{}", store.name()).as_str())
+            );
+            let pvc = &spec.volume_claim_templates.as_ref().expect("pvc")[0];
+            assert_eq!(
+                pvc.spec
+                    .as_ref()
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref())
+                    .expect("req")["storage"]
+                    .0,
+                "1Gi"
+            );
+            assert_eq!(
+                pvc.metadata.labels.as_ref().expect("labels")["app.kubernetes.io/instance"],
+                "demo"
+            );
+            let sec = c.security_context.as_ref().expect("security");
+            assert_eq!(sec.run_as_non_root, Some(true));
+            assert_eq!(sec.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                spec.persistent_volume_claim_retention_policy
+                    .as_ref()
+                    .and_then(|p| p.when_deleted.as_deref()),
+                Some("Retain")
+            );
+        }
+    }
+
+    #[test]
+    fn mongodb_is_a_replica_set_initiated_by_its_probe() {
+        let mbs = sample();
+        let sts = stateful_set(
+            StoreKind::Mongodb,
+            &Default::default(),
+            &mbs.spec,
+            &instance(),
+        );
+        let c = container(&sts);
+        assert_eq!(
+            c.args.as_deref(),
+            Some(
+                &[
+                    "--replSet".to_string(),
+                    "rs0".into(),
+                    "--bind_ip_all".into()
+                ][..]
+            )
+        );
+        let cmd = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.exec.as_ref())
+            .and_then(|e| e.command.clone())
+            .expect("cmd");
+        let script = cmd.last().expect("script");
+        assert!(script.contains("rs.initiate"), "{script}");
+        assert!(
+            script.contains("demo-mongodb-0.demo-mongodb.shop.svc:27017"),
+            "{script}"
+        );
+        assert!(script.contains("isWritablePrimary"), "{script}");
+    }
+
+    #[test]
+    fn storage_settings_and_delete_policy_are_honoured() {
+        let mut mbs = sample();
+        mbs.spec.data_on_delete = DataOnDelete::Delete;
+        let managed = ManagedStore {
+            image: Some("postgres:16".into()),
+            storage: Some(Quantity("5Gi".into())),
+            storage_class: Some("fast".into()),
+            resources: None,
+        };
+        let sts = stateful_set(StoreKind::Postgres, &managed, &mbs.spec, &instance());
+        assert_eq!(container(&sts).image.as_deref(), Some("postgres:16"));
+        let spec = sts.spec.expect("spec");
+        let pvc = spec
+            .volume_claim_templates
+            .expect("pvc")
+            .remove(0)
+            .spec
+            .expect("spec");
+        assert_eq!(pvc.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            pvc.resources.and_then(|r| r.requests).expect("req")["storage"].0,
+            "5Gi"
+        );
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .and_then(|p| p.when_deleted),
+            Some("Delete".into())
+        );
+    }
+
+    #[test]
+    fn headless_service_publishes_not_ready_addresses() {
+        let svc = service(StoreKind::Mongodb, &instance());
+        let spec = svc.spec.expect("spec");
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        assert_eq!(spec.ports.expect("ports")[0].port, 27017);
+    }
+}

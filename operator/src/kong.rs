@@ -1,0 +1,283 @@
+//! Renders Kong's declarative configuration (DB-less mode, `_format_version: "3.0"`).
+//!
+//! What the gateway does, in one place:
+//! - `/api/v1/register` and `/api/v1/login` are public; the rest of the user API needs a JWT.
+//! - the catalogue (`/api/v1/{movies,showtimes,cinemas,screens}`) is public to read; writes
+//!   need a JWT (the cinema service checks the admin role itself).
+//! - `/api/v1/payments` and `/api/v1/refunds` need a JWT and are mapped onto the payment
+//!   service's `/payments` and `/refunds`.
+//! - `/graphql` goes through the jwt plugin with an anonymous consumer, so browsing the
+//!   catalogue stays public while a valid token identifies the user (booking checks tokens on
+//!   mutations itself).
+//! - global plugins: CORS, rate limiting per client IP (policy `local`, no shared store needed),
+//!   a correlation id and JSON access logs on stdout.
+//!
+//! Tokens are HS256, and Kong finds the credential by the `iss` claim, which is why the user
+//! service's `JWT_ISSUER` equals the consumer's jwt key.
+
+use serde_json::{Value, json};
+
+use crate::build::{Instance, ServiceKind};
+use crate::crd::MovieBookingSystemSpec;
+
+/// Consumer whose credential verifies user tokens.
+pub const USERS_CONSUMER: &str = "moviebook-users";
+/// Consumer Kong assigns to requests without a token on routes that allow them.
+pub const ANONYMOUS_CONSUMER: &str = "anonymous";
+/// Catalogue collections served by cinema.
+pub const CATALOGUE: [&str; 4] = ["movies", "showtimes", "cinemas", "screens"];
+
+/// The declarative configuration as a JSON value (Kong accepts YAML or JSON).
+pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) -> Value {
+    let upstream = |svc: ServiceKind, path: &str| {
+        format!(
+            "http://{}:{}{}",
+            inst.dns(&inst.child(svc.name())),
+            svc.http_port(),
+            path
+        )
+    };
+    let jwt = |anonymous: bool| {
+        let mut config = json!({
+            "key_claim_name": "iss",
+            "claims_to_verify": ["exp"],
+            "header_names": ["authorization"],
+            "uri_param_names": [],
+        });
+        if anonymous {
+            config["anonymous"] = json!(ANONYMOUS_CONSUMER);
+        }
+        json!({"name": "jwt", "config": config})
+    };
+    let catalogue_paths: Vec<String> = CATALOGUE.iter().map(|c| format!("/api/v1/{c}")).collect();
+    let read = json!(["GET", "HEAD", "OPTIONS"]);
+    let write = json!(["POST", "PUT", "PATCH", "DELETE"]);
+    json!({
+        "_format_version": "3.0",
+        "_transform": true,
+        "services": [
+            {
+                "name": "user-service",
+                "url": upstream(ServiceKind::User, ""),
+                "routes": [
+                    {"name": "user-public", "paths": ["/api/v1/register", "/api/v1/login"], "strip_path": false},
+                    {"name": "user-protected", "paths": ["/api/v1/users", "/api/v1/profile"], "strip_path": false,
+                     "plugins": [jwt(false)]},
+                ],
+            },
+            {
+                "name": "cinema-service",
+                "url": upstream(ServiceKind::Cinema, ""),
+                "routes": [
+                    {"name": "catalogue-read", "paths": catalogue_paths, "methods": read, "strip_path": false},
+                    {"name": "catalogue-write", "paths": catalogue_paths, "methods": write, "strip_path": false,
+                     "plugins": [jwt(false)]},
+                ],
+            },
+            {
+                "name": "payment-service",
+                "url": upstream(ServiceKind::Payment, "/payments"),
+                "routes": [
+                    {"name": "payments", "paths": ["/api/v1/payments"], "strip_path": true, "plugins": [jwt(false)]},
+                ],
+            },
+            {
+                "name": "refund-service",
+                "url": upstream(ServiceKind::Payment, "/refunds"),
+                "routes": [
+                    {"name": "refunds", "paths": ["/api/v1/refunds"], "strip_path": true, "plugins": [jwt(false)]},
+                ],
+            },
+            {
+                "name": "booking-service",
+                "url": upstream(ServiceKind::Booking, ""),
+                "routes": [
+                    {"name": "graphql", "paths": ["/graphql"], "strip_path": false, "plugins": [jwt(true)]},
+                ],
+            },
+        ],
+        "consumers": [
+            {
+                "username": USERS_CONSUMER,
+                "jwt_secrets": [
+                    {"key": spec.auth.jwt_issuer, "secret": jwt_secret, "algorithm": "HS256"},
+                ],
+            },
+            {"username": ANONYMOUS_CONSUMER},
+        ],
+        "plugins": [
+            {
+                "name": "cors",
+                "config": {
+                    "origins": spec.gateway.kong.cors_origins,
+                    "methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                    "headers": ["Accept", "Authorization", "Content-Type", "X-Request-ID"],
+                    "exposed_headers": ["X-Request-ID", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+                    "credentials": !spec.gateway.kong.cors_origins.iter().any(|o| o == "*"),
+                    "max_age": 3600,
+                },
+            },
+            {
+                "name": "rate-limiting",
+                "config": {
+                    "minute": spec.gateway.kong.rate_limit_per_minute,
+                    "limit_by": "ip",
+                    "policy": "local",
+                    "fault_tolerant": true,
+                },
+            },
+            {
+                "name": "correlation-id",
+                "config": {"header_name": "X-Request-ID", "generator": "uuid", "echo_downstream": true},
+            },
+            {
+                "name": "file-log",
+                "config": {"path": "/dev/stdout", "reopen": false},
+            },
+        ],
+    })
+}
+
+/// The configuration as YAML, the file Kong reads.
+pub fn render(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) -> String {
+    // A serde_json::Value always serialises; the fallback only guards the type system.
+    serde_yaml::to_string(&config(spec, inst, jwt_secret)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::*;
+
+    fn find<'a>(v: &'a Value, list: &str, key: &str, name: &str) -> &'a Value {
+        v[list]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|x| x[key] == name)
+            .unwrap_or_else(|| panic!("{list} has no {name}"))
+    }
+
+    fn route<'a>(v: &'a Value, service: &str, route: &str) -> &'a Value {
+        find(
+            find(v, "services", "name", service),
+            "routes",
+            "name",
+            route,
+        )
+    }
+
+    fn plugins(route: &Value) -> Vec<String> {
+        route["plugins"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn login_and_register_are_public_profile_is_protected() {
+        let v = config(&sample().spec, &instance(), "s3cret");
+        let public = route(&v, "user-service", "user-public");
+        assert_eq!(
+            public["paths"],
+            json!(["/api/v1/register", "/api/v1/login"])
+        );
+        assert!(plugins(public).is_empty());
+        let protected = route(&v, "user-service", "user-protected");
+        assert_eq!(plugins(protected), ["jwt"]);
+        assert!(protected["plugins"][0]["config"].get("anonymous").is_none());
+        assert_eq!(
+            find(&v, "services", "name", "user-service")["url"],
+            "http://demo-user.shop.svc:8001"
+        );
+    }
+
+    #[test]
+    fn graphql_uses_jwt_with_anonymous_consumer() {
+        let v = config(&sample().spec, &instance(), "s3cret");
+        let g = route(&v, "booking-service", "graphql");
+        assert_eq!(g["paths"], json!(["/graphql"]));
+        assert_eq!(g["plugins"][0]["name"], "jwt");
+        assert_eq!(g["plugins"][0]["config"]["anonymous"], ANONYMOUS_CONSUMER);
+        assert_eq!(g["plugins"][0]["config"]["key_claim_name"], "iss");
+        find(&v, "consumers", "username", ANONYMOUS_CONSUMER);
+        assert_eq!(
+            find(&v, "services", "name", "booking-service")["url"],
+            "http://demo-booking.shop.svc:8010"
+        );
+    }
+
+    #[test]
+    fn jwt_credential_key_is_the_issuer() {
+        let mut mbs = sample();
+        mbs.spec.auth.jwt_issuer = "tickets".into();
+        let v = config(&mbs.spec, &instance(), "s3cret");
+        let creds = &find(&v, "consumers", "username", USERS_CONSUMER)["jwt_secrets"][0];
+        assert_eq!(creds["key"], "tickets");
+        assert_eq!(creds["secret"], "s3cret");
+        assert_eq!(creds["algorithm"], "HS256");
+    }
+
+    #[test]
+    fn catalogue_reads_are_public_writes_need_a_token() {
+        let v = config(&sample().spec, &instance(), "s");
+        let read = route(&v, "cinema-service", "catalogue-read");
+        assert!(plugins(read).is_empty());
+        assert_eq!(read["methods"], json!(["GET", "HEAD", "OPTIONS"]));
+        assert_eq!(read["paths"].as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            plugins(route(&v, "cinema-service", "catalogue-write")),
+            ["jwt"]
+        );
+        let pay = route(&v, "payment-service", "payments");
+        assert_eq!(pay["strip_path"], true);
+        assert_eq!(
+            find(&v, "services", "name", "payment-service")["url"],
+            "http://demo-payment.shop.svc:8003/payments"
+        );
+    }
+
+    #[test]
+    fn global_rate_limit_and_cors_follow_the_spec() {
+        let mut mbs = sample();
+        let v = config(&mbs.spec, &instance(), "s");
+        let rl = find(&v, "plugins", "name", "rate-limiting");
+        assert_eq!(rl["config"]["minute"], 200);
+        assert_eq!(rl["config"]["limit_by"], "ip");
+        assert_eq!(rl["config"]["policy"], "local");
+        assert_eq!(
+            find(&v, "plugins", "name", "cors")["config"]["origins"],
+            json!(["*"])
+        );
+        find(&v, "plugins", "name", "file-log");
+
+        mbs.spec.gateway.kong.rate_limit_per_minute = 50;
+        mbs.spec.gateway.kong.cors_origins = vec!["https://tickets.example".into()];
+        let v = config(&mbs.spec, &instance(), "s");
+        assert_eq!(
+            find(&v, "plugins", "name", "rate-limiting")["config"]["minute"],
+            50
+        );
+        let cors = find(&v, "plugins", "name", "cors");
+        assert_eq!(
+            cors["config"]["origins"],
+            json!(["https://tickets.example"])
+        );
+        assert_eq!(cors["config"]["credentials"], true);
+    }
+
+    #[test]
+    fn renders_yaml_with_format_version() {
+        let yaml = render(&sample().spec, &instance(), "s");
+        assert!(
+            yaml.starts_with("_format_version: '3.0'") || yaml.contains("_format_version: '3.0'"),
+            "{yaml}"
+        );
+        let back: Value = serde_yaml::from_str(&yaml).expect("yaml parses");
+        assert_eq!(back, config(&sample().spec, &instance(), "s"));
+    }
+}

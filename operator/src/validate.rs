@@ -1,0 +1,103 @@
+//! Checks the CRD schema cannot express. Pure, run before anything is built or applied, so a
+//! spec that cannot work is reported in status instead of half-applied.
+//!
+//! The cross-field rules (autoscaling bounds, managed xor external, node port vs. Service
+//! type) are CEL rules in the CRD; they are repeated here because a resource created before a
+//! CRD upgrade, or with validation disabled, must not make the operator build nonsense.
+
+use crate::build::{ServiceKind, StoreKind};
+use crate::crd::{GatewayServiceType, MovieBookingSystem};
+use crate::error::Error;
+
+/// Longest resource name whose derived object names stay valid (`<name>-notification`,
+/// StatefulSet pods `<name>-rabbitmq-0` and their revision labels fit in 63 characters).
+pub const MAX_NAME_LEN: usize = 40;
+
+/// Validates the resource, returning a message fit for a status condition.
+pub fn validate(mbs: &MovieBookingSystem) -> Result<(), Error> {
+    let name = mbs
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let spec = &mbs.spec;
+    let mut problems = Vec::new();
+    if name.len() > MAX_NAME_LEN {
+        problems.push(format!(
+            "metadata.name must be at most {MAX_NAME_LEN} characters (objects are named after it)"
+        ));
+    }
+    if spec.version.trim().is_empty() {
+        problems.push("spec.version must not be empty".into());
+    }
+    if spec.image_registry.trim().is_empty() {
+        problems.push("spec.imageRegistry must not be empty".into());
+    }
+    for svc in ServiceKind::ALL {
+        if let Some(a) = &svc.spec(spec).autoscaling {
+            if a.min_replicas > a.max_replicas {
+                problems.push(format!(
+                    "spec.services.{}.autoscaling.minReplicas ({}) exceeds maxReplicas ({})",
+                    svc.name(),
+                    a.min_replicas,
+                    a.max_replicas
+                ));
+            }
+        }
+    }
+    for store in StoreKind::ALL {
+        let s = store.spec(spec);
+        if s.managed.is_some() == s.external.is_some() {
+            problems.push(format!(
+                "spec.{}: exactly one of managed or external must be set",
+                store.name()
+            ));
+        }
+    }
+    let kong = &spec.gateway.kong;
+    if kong.node_port.is_some() && kong.service_type == GatewayServiceType::ClusterIP {
+        problems
+            .push("spec.gateway.kong.nodePort needs serviceType NodePort or LoadBalancer".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::sample;
+
+    #[test]
+    fn sample_is_valid() {
+        validate(&sample()).expect("valid");
+    }
+
+    #[test]
+    fn reports_every_problem_readably() {
+        let mut mbs = sample();
+        mbs.metadata.name = Some("x".repeat(41));
+        mbs.spec.redis.external = Some(
+            serde_json::from_value(serde_json::json!({"secretRef": {"name": "r", "key": "url"}}))
+                .expect("ext"),
+        );
+        mbs.spec.services.cinema.autoscaling = Some(crate::crd::AutoscalingSpec {
+            min_replicas: 5,
+            max_replicas: 2,
+            target_cpu_utilization_percentage: 70,
+        });
+        let msg = validate(&mbs).expect_err("invalid").to_string();
+        assert!(msg.contains("metadata.name"), "{msg}");
+        assert!(
+            msg.contains("spec.redis: exactly one of managed or external"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("cinema.autoscaling.minReplicas (5) exceeds maxReplicas (2)"),
+            "{msg}"
+        );
+    }
+}
