@@ -1,0 +1,36 @@
+# MovieBook entry points. `make dev` runs the whole system locally; `make test` runs every check.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/moviebook/target
+
+.PHONY: help dev dev-down dev-status deps-up deps-down test lint fmt build bench demo crds
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+dev: ## start backing servers, migrations, sample data and the five services (background)
+	@scripts/dev.sh up
+
+dev-down: ## stop everything `make dev` started
+	@scripts/dev.sh down
+
+dev-status: ## what is up
+	@scripts/dev.sh status
+
+deps-up: ## start only the backing servers (PostgreSQL, MongoDB, Redis, RabbitMQ) on standard ports
+	@scripts/stack.sh dev up
+
+deps-down: ## stop the backing servers
+	@scripts/stack.sh dev down
+
+test: ## fmt, clippy and every test against real servers and a real kube-apiserver
+	@scripts/test.sh
+
+lint: ## fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+build: ## build every binary
+	cargo build --workspace --bins

@@ -1,0 +1,89 @@
+//! The error body every MovieBook HTTP service answers with, and a JSON extractor whose
+//! rejections are clear 4xx errors with a code (never a 500).
+//!
+//! Each service keeps its own error enum (one place that maps each variant to a status and a
+//! code) and renders it with [`error_response`], so clients see one shape everywhere:
+//! `{"error": {"code": "SEAT_UNAVAILABLE", "message": "..."}}`.
+
+use axum::{
+    Json,
+    extract::{FromRequest, Request, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable `code` (SCREAMING_SNAKE_CASE) and a human-readable `message`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Renders an error response in the shared shape.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.into(),
+            details: None,
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The status and code for a rejected JSON body. Pure, so the mapping is unit tested.
+pub fn json_rejection_status(rejection: &JsonRejection) -> (StatusCode, &'static str) {
+    match rejection {
+        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BODY"),
+        JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+        }
+        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+        }
+        _ => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+    }
+}
+
+/// Like [`axum::Json`], but a bad body becomes a 4xx in the shared error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let (status, code) = json_rejection_status(&rejection);
+                Err(error_response(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// Fallback for unknown routes: a 404 in the shared shape instead of an empty body.
+pub async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}

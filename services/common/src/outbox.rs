@@ -1,0 +1,489 @@
+//! The transactional outbox and its relay.
+//!
+//! A service never publishes to RabbitMQ in a request. It writes the event into the `outbox`
+//! collection in the same MongoDB transaction as the state change that caused it, so the event
+//! exists if and only if the change committed. The [`OutboxRelay`] then publishes pending events
+//! to the `movie_app_events` exchange with publisher confirms and marks each one published only
+//! after the broker confirmed it. While the broker is down it retries with exponential backoff;
+//! nothing is lost, because nothing is deleted or marked before the broker has it.
+//!
+//! Several replicas may run a relay over the same collection: a relay first *leases* a batch
+//! (`lease_owner` = a fresh token, `lease_until` = now + lease) with a conditional update, so two
+//! relays never publish the same event at the same time. A relay that dies mid-batch leaves its
+//! lease to expire and another picks the events up; that (and a crash between the broker's
+//! confirm and the mark) can publish an event twice, which is why consumers are idempotent on
+//! `event_id` (at-least-once delivery).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::TryStreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use mongodb::{
+    ClientSession, Collection, Database, IndexModel,
+    bson::{Bson, DateTime, Document, doc},
+    options::IndexOptions,
+};
+use tokio::sync::Notify;
+
+use crate::{events::EventEnvelope, shutdown::Shutdown};
+
+/// The collection holding pending and published events.
+pub const COLLECTION: &str = "outbox";
+
+/// Published events are kept this long (for audit and replay), then removed by a TTL index.
+const KEEP_PUBLISHED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("event cannot be serialised: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Handle on a service's outbox collection. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    coll: Collection<Document>,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            coll: db.collection(COLLECTION),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Creates the indexes the relay's queries need. Part of each service's `migrate`.
+    pub async fn ensure_indexes(&self) -> Result<(), OutboxError> {
+        self.coll
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "published_at": 1, "lease_until": 1, "created_at": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name("outbox_pending".to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await?;
+        let ttl = IndexModel::builder()
+            .keys(doc! { "published_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("outbox_published_ttl".to_owned())
+                    .expire_after(KEEP_PUBLISHED)
+                    .build(),
+            )
+            .build();
+        // Housekeeping only: a server without TTL indexes keeps published events, which is safe.
+        if let Err(e) = self.coll.create_index(ttl).await {
+            tracing::warn!(error = %e, "outbox TTL index not created; published events are kept");
+        }
+        Ok(())
+    }
+
+    /// The stored form of an event: the exact bytes to publish plus relay bookkeeping.
+    pub fn document(envelope: &EventEnvelope) -> Result<Document, serde_json::Error> {
+        Ok(doc! {
+            "_id": envelope.event_id.to_string(),
+            "event_type": envelope.event_type.clone(),
+            "payload": serde_json::to_string(envelope)?,
+            "created_at": DateTime::now(),
+            "published_at": Bson::Null,
+            "lease_owner": Bson::Null,
+            "lease_until": DateTime::from_millis(0),
+            "attempts": 0_i32,
+        })
+    }
+
+    /// Stores an event inside the caller's transaction. Call [`Outbox::wake`] after commit.
+    pub async fn enqueue(
+        &self,
+        session: &mut ClientSession,
+        envelope: &EventEnvelope,
+    ) -> Result<(), OutboxError> {
+        self.coll
+            .insert_one(Self::document(envelope)?)
+            .session(session)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores an event on its own, for the rare event that is itself the whole state change.
+    pub async fn enqueue_standalone(&self, envelope: &EventEnvelope) -> Result<(), OutboxError> {
+        self.coll.insert_one(Self::document(envelope)?).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Tells a relay in this process that new events are waiting, so it publishes them now
+    /// instead of at its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Events not yet confirmed by the broker.
+    pub async fn pending_count(&self) -> Result<u64, OutboxError> {
+        Ok(self
+            .coll
+            .count_documents(doc! { "published_at": Bson::Null })
+            .await?)
+    }
+
+    pub fn relay(&self, amqp_url: &str, name: &str, config: RelayConfig) -> OutboxRelay {
+        OutboxRelay {
+            outbox: self.clone(),
+            amqp_url: amqp_url.to_owned(),
+            name: name.to_owned(),
+            config,
+            connected: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Tuning of the relay loop.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events leased and published per round.
+    pub batch_size: i64,
+    /// How long a lease protects a batch from other relays.
+    pub lease: Duration,
+    /// Poll interval when idle and not woken.
+    pub idle_poll: Duration,
+    /// Backoff bounds while the broker or the database is unavailable.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            lease: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(250),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Next backoff: doubled, capped. Pure.
+pub fn next_backoff(current: Duration, config: &RelayConfig) -> Duration {
+    (current * 2).clamp(config.min_backoff, config.max_backoff)
+}
+
+/// One leased event.
+struct Leased {
+    id: String,
+    event_type: String,
+    payload: String,
+}
+
+/// Publishes the outbox to RabbitMQ. See the module documentation.
+pub struct OutboxRelay {
+    outbox: Outbox,
+    amqp_url: String,
+    name: String,
+    config: RelayConfig,
+    connected: Arc<AtomicBool>,
+}
+
+/// What a round of publishing achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RoundOutcome {
+    published: usize,
+    failed: usize,
+}
+
+impl OutboxRelay {
+    /// True while the relay holds a confirmed channel to the broker (a readiness signal).
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
+
+    /// Runs until `shutdown` fires.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut link: Option<(Connection, Channel)> = None;
+        let mut backoff = self.config.min_backoff;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let channel = match &link {
+                Some((conn, ch)) if conn.status().connected() && ch.status().connected() => {
+                    ch.clone()
+                }
+                _ => match self.open_channel().await {
+                    Ok((conn, ch)) => {
+                        tracing::info!(relay = %self.name, "outbox relay connected to the broker");
+                        self.set_connected(true);
+                        backoff = self.config.min_backoff;
+                        link = Some((conn, ch.clone()));
+                        ch
+                    }
+                    Err(e) => {
+                        self.set_connected(false);
+                        link = None;
+                        tracing::warn!(relay = %self.name, error = %e, retry_in = ?backoff, "broker unavailable");
+                        if self.pause(backoff, &shutdown).await {
+                            break;
+                        }
+                        backoff = next_backoff(backoff, &self.config);
+                        continue;
+                    }
+                },
+            };
+
+            let batch = match self.lease_batch().await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(relay = %self.name, error = %e, "cannot lease outbox events");
+                    if self.pause(backoff, &shutdown).await {
+                        break;
+                    }
+                    backoff = next_backoff(backoff, &self.config);
+                    continue;
+                }
+            };
+            let Some((token, batch)) = batch else {
+                // Idle: wait for a wake-up from this process, the poll interval, or shutdown.
+                let mut sd = shutdown.clone();
+                tokio::select! {
+                    () = self.outbox.wake.notified() => {}
+                    () = tokio::time::sleep(self.config.idle_poll) => {}
+                    _ = sd.changed() => {}
+                }
+                continue;
+            };
+
+            let outcome = self.publish(&channel, &token, batch).await;
+            if outcome.failed > 0 {
+                // A nack or a dead channel: reconnect and retry the rest after a pause.
+                self.set_connected(false);
+                link = None;
+                if self.pause(backoff, &shutdown).await {
+                    break;
+                }
+                backoff = next_backoff(backoff, &self.config);
+            } else {
+                backoff = self.config.min_backoff;
+            }
+        }
+        self.set_connected(false);
+        if let Some((conn, _)) = link {
+            let _ = conn.close(200, "shutdown".into()).await;
+        }
+        tracing::info!(relay = %self.name, "outbox relay stopped");
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        metrics::gauge!("outbox_relay_connected").set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Sleeps for `d` unless shutdown comes first; returns true on shutdown.
+    async fn pause(&self, d: Duration, shutdown: &Shutdown) -> bool {
+        let mut sd = shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(d) => *shutdown.borrow(),
+            _ = sd.changed() => true,
+        }
+    }
+
+    async fn open_channel(&self) -> lapin::Result<(Connection, Channel)> {
+        let conn = crate::amqp::connect(&self.amqp_url, &format!("{}-outbox", self.name)).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        crate::amqp::declare_topology(&channel).await?;
+        Ok((conn, channel))
+    }
+
+    /// Leases up to `batch_size` pending events whose lease is free; `None` when there are none.
+    async fn lease_batch(&self) -> Result<Option<(String, Vec<Leased>)>, OutboxError> {
+        let coll = &self.outbox.coll;
+        let now = DateTime::now();
+        let free = doc! { "published_at": Bson::Null, "lease_until": { "$lte": now } };
+        let candidates: Vec<Document> = coll
+            .find(free.clone())
+            .sort(doc! { "created_at": 1 })
+            .limit(self.config.batch_size)
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<Bson> = candidates
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        let token = uuid::Uuid::new_v4().to_string();
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(30_000);
+        let until = DateTime::from_millis(now.timestamp_millis() + lease_ms);
+        let mut filter = free;
+        filter.insert("_id", doc! { "$in": ids });
+        // The filter re-checks that each lease is still free, so of two racing relays each event
+        // goes to exactly one of them.
+        coll.update_many(
+            filter,
+            doc! { "$set": { "lease_owner": &token, "lease_until": until } },
+        )
+        .await?;
+        let leased: Vec<Document> = coll
+            .find(doc! { "lease_owner": &token, "published_at": Bson::Null })
+            .sort(doc! { "created_at": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let batch: Vec<Leased> = leased
+            .into_iter()
+            .filter_map(|d| {
+                Some(Leased {
+                    id: d.get_str("_id").ok()?.to_owned(),
+                    event_type: d.get_str("event_type").ok()?.to_owned(),
+                    payload: d.get_str("payload").ok()?.to_owned(),
+                })
+            })
+            .collect();
+        Ok((!batch.is_empty()).then_some((token, batch)))
+    }
+
+    /// Publishes a leased batch, waits for every confirm, then marks the acked events published
+    /// and hands the rest back (lease released) for the next round.
+    async fn publish(&self, channel: &Channel, token: &str, batch: Vec<Leased>) -> RoundOutcome {
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut failed: Vec<String> = Vec::new();
+        for event in batch {
+            if !failed.is_empty() {
+                // The channel already failed: do not keep writing into it.
+                failed.push(event.id);
+                continue;
+            }
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2) // persistent
+                .with_message_id(event.id.clone().into())
+                .with_type(event.event_type.clone().into())
+                .with_app_id(self.name.clone().into());
+            match channel
+                .basic_publish(
+                    crate::events::EXCHANGE.into(),
+                    event.event_type.clone().into(),
+                    BasicPublishOptions::default(),
+                    event.payload.as_bytes(),
+                    props,
+                )
+                .await
+            {
+                Ok(confirm) => pending.push((event.id, confirm)),
+                Err(e) => {
+                    tracing::warn!(relay = %self.name, error = %e, "publish failed");
+                    failed.push(event.id);
+                }
+            }
+        }
+        let mut acked: Vec<String> = Vec::with_capacity(pending.len());
+        for (id, confirm) in pending {
+            match confirm.await {
+                Ok(c) if c.is_ack() => acked.push(id),
+                Ok(_) => {
+                    tracing::warn!(relay = %self.name, event_id = %id, "broker nacked event");
+                    failed.push(id);
+                }
+                Err(e) => {
+                    tracing::warn!(relay = %self.name, event_id = %id, error = %e, "no confirm");
+                    failed.push(id);
+                }
+            }
+        }
+        let outcome = RoundOutcome {
+            published: acked.len(),
+            failed: failed.len(),
+        };
+        if let Err(e) = self.settle(token, acked, failed).await {
+            // The lease expires on its own; the events are retried (consumers are idempotent).
+            tracing::warn!(relay = %self.name, error = %e, "cannot record publish outcome");
+        }
+        metrics::counter!("outbox_events_published_total").increment(outcome.published as u64);
+        metrics::counter!("outbox_publish_failures_total").increment(outcome.failed as u64);
+        outcome
+    }
+
+    async fn settle(
+        &self,
+        token: &str,
+        acked: Vec<String>,
+        failed: Vec<String>,
+    ) -> Result<(), OutboxError> {
+        let coll = &self.outbox.coll;
+        if !acked.is_empty() {
+            coll.update_many(
+                doc! { "_id": { "$in": acked }, "lease_owner": token },
+                doc! { "$set": { "published_at": DateTime::now(), "lease_owner": Bson::Null } },
+            )
+            .await?;
+        }
+        if !failed.is_empty() {
+            coll.update_many(
+                doc! { "_id": { "$in": failed }, "lease_owner": token },
+                doc! {
+                    "$set": { "lease_owner": Bson::Null, "lease_until": DateTime::from_millis(0) },
+                    "$inc": { "attempts": 1 },
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let c = RelayConfig::default();
+        assert_eq!(
+            next_backoff(Duration::from_millis(100), &c),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            next_backoff(Duration::from_secs(4), &c),
+            Duration::from_secs(5)
+        );
+        assert_eq!(next_backoff(Duration::ZERO, &c), c.min_backoff);
+    }
+
+    #[test]
+    fn stored_document_carries_the_exact_payload() {
+        let e = EventEnvelope::new(
+            EventType::PaymentSuccess,
+            "payment-service",
+            serde_json::json!({"amount": 12.5}),
+        );
+        let d = Outbox::document(&e).unwrap();
+        assert_eq!(d.get_str("_id").unwrap(), e.event_id.to_string());
+        assert_eq!(d.get_str("event_type").unwrap(), "payment.success");
+        let back: EventEnvelope = serde_json::from_str(d.get_str("payload").unwrap()).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(d.get("published_at"), Some(&Bson::Null));
+    }
+}
