@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/moviebook/target
 
-.PHONY: help dev dev-down dev-status deps-up deps-down test lint fmt build bench demo crds
+.PHONY: help dev dev-down dev-status deps-up deps-down test lint fmt build bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,3 +34,10 @@ fmt: ## format the code
 
 build: ## build every binary
 	cargo build --workspace --bins
+
+# Each part of the system adds its own targets (benchmarks, demo, images, kind) in mk/*.mk and
+# appends its benchmark target to BENCH_TARGETS.
+BENCH_TARGETS :=
+-include mk/*.mk
+
+bench: $(BENCH_TARGETS) ## run every benchmark (prints req/s and p50/p99 with the machine)
