@@ -1,0 +1,12 @@
+# Cinema service: benchmark of the gRPC seat inventory (see docs/cinema.md).
+.PHONY: bench-cinema
+
+# Runs against the PostgreSQL of DATABASE_URL if set, else the test-profile server (started if
+# needed; it listens on its own ports, so a running `make dev` is untouched). The benchmark
+# creates and drops its own database there and starts the service in-process.
+bench-cinema: ## cinema gRPC benchmark: availability, lock+release, flash sale (req/s, p50/p99)
+	@if [[ -z "$${DATABASE_URL:-}" ]]; then scripts/stack.sh test up >/dev/null; eval "$$(scripts/stack.sh test env)"; fi; \
+	cargo build -q -p cinema-service --bin cinema-bench && \
+	RUST_LOG=$${RUST_LOG:-warn} "$(CARGO_TARGET_DIR)/debug/cinema-bench"
+
+BENCH_TARGETS += bench-cinema

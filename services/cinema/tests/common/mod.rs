@@ -1,0 +1,133 @@
+//! Starts the real cinema service in-process on ephemeral ports against a fresh PostgreSQL
+//! database (dropped when the test ends), and builds small catalogues to test against.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use cinema_service::{
+    Config,
+    domain::Layout,
+    store,
+    testdb::TestDb,
+};
+use moviebook_common::proto::cinema_service_client::CinemaServiceClient;
+use sqlx::PgPool;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub struct Service {
+    pub http: String,
+    pub grpc_url: String,
+    pub pool: PgPool,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Last: dropped after the service stopped.
+    pub db: TestDb,
+}
+
+impl Service {
+    pub async fn start() -> Self {
+        let db = TestDb::create(&TestDb::base_url_from_env(), "moviebook_cinema_test")
+            .await
+            .expect("create the test database");
+        let mut config = Config::for_database(&db.url);
+        config.sweep_interval = Duration::from_secs(1);
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_url = format!("http://{}", http.local_addr().unwrap());
+        let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cinema_service::run(config, http, grpc, async move {
+            let _ = rx.await;
+        }));
+        let pool = store::pool(&db.url, 4, Duration::from_secs(10)).unwrap();
+        // Wait until the HTTP side answers.
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client
+                .get(format!("{http_url}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            http: http_url,
+            grpc_url,
+            pool,
+            stop: Some(tx),
+            task: Some(task),
+            db,
+        }
+    }
+
+    pub async fn client(&self) -> CinemaServiceClient<Channel> {
+        CinemaServiceClient::connect(self.grpc_url.clone())
+            .await
+            .expect("connect gRPC")
+    }
+
+    /// Stops the service and checks it shut down cleanly.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("service stops within 15 s")
+                .expect("service task did not panic");
+            result.expect("service ran without error");
+        }
+        self.pool.close().await;
+    }
+
+    /// A cinema with one screen of `rows` × `per_row` seats, a movie and a showtime tomorrow
+    /// at 10.00 (base price 10.00). Returns the showtime id.
+    pub async fn showtime(&self, rows: usize, per_row: u32) -> Uuid {
+        let tag = Uuid::new_v4().simple().to_string();
+        let cinema = store::upsert_cinema(&self.pool, None, &format!("Cinema {tag}"), "Somewhere")
+            .await
+            .unwrap();
+        let layout = Layout::simple(rows, per_row, 1.min(rows), 0);
+        let screen = store::create_screen(&self.pool, cinema.id, "Screen 1", &layout)
+            .await
+            .unwrap();
+        let movie = store::upsert_movie(
+            &self.pool,
+            None,
+            &store::MovieInput {
+                title: format!("Movie {tag}"),
+                description: String::new(),
+                genre: "Drama".into(),
+                duration_minutes: 120,
+                rating: "PG".into(),
+                poster_url: String::new(),
+                release_date: None,
+            },
+        )
+        .await
+        .unwrap();
+        let start = chrono::Utc::now() + chrono::Duration::days(1);
+        store::create_showtime(
+            &self.pool,
+            movie.id,
+            screen.id,
+            &store::ShowtimeInput {
+                start_time: start,
+                end_time: None,
+                base_price_cents: 1000,
+            },
+        )
+        .await
+        .unwrap()
+        .id
+    }
+}
+
+pub fn seats(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
