@@ -55,48 +55,10 @@ trap cleanup EXIT
 
 # --- tools ---------------------------------------------------------------------------------
 step "tools: helm and kubectl $K8S_VERSION (built from their Go modules, cached in $BIN)"
-[[ -x $BIN/helm ]] || scripts/k8s-testenv.sh build >&2
-[[ -x $BIN/helm ]] || fail "helm is missing in $BIN after scripts/k8s-testenv.sh build"
-
-# kubectl has no main package in a module of its own: a three-line main around
-# k8s.io/kubectl/pkg/cmd, the same one k8s.io/kubernetes/cmd/kubectl has.
-build_kubectl() {
-  [[ -x $BIN/kubectl ]] && return 0
-  exec 8>"$CACHE/.kubectl.lock"; flock 8
-  [[ -x $BIN/kubectl ]] && return 0
-  echo "chart-test: building kubectl $K8S_VERSION (once)" >&2
-  local rest=${K8S_VERSION#v1.} minor m ldf p
-  minor=${rest%%.*}; m=$CACHE/src/kubectl-$K8S_VERSION; mkdir -p "$m"
-  cat > "$m/main.go" <<'GO'
-// kubectl, as k8s.io/kubernetes/cmd/kubectl builds it.
-package main
-
-import (
-	_ "k8s.io/client-go/plugin/pkg/client/auth"
-	"k8s.io/component-base/cli"
-	"k8s.io/kubectl/pkg/cmd"
-	"k8s.io/kubectl/pkg/cmd/util"
-)
-
-func main() {
-	command := cmd.NewDefaultKubectlCommand()
-	if err := cli.RunNoErrOutput(command); err != nil {
-		util.CheckErr(err)
-	}
-}
-GO
-  printf 'module local/kubectl\n\ngo 1.26.0\n\nrequire k8s.io/kubectl v0.%s\n' "$rest" > "$m/go.mod"
-  ldf="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  done
-  (cd "$m" && export GOTOOLCHAIN=${GOTOOLCHAIN:-local} CGO_ENABLED=0 GOFLAGS= \
-     GOMODCACHE=${GOMODCACHE:-$CACHE/gomod} GOCACHE=${GOCACHE:-$CACHE/gobuild} \
-   && go mod tidy && go build -trimpath -ldflags "$ldf" -o "$m/kubectl.new" .)
-  mv "$m/kubectl.new" "$BIN/kubectl"
-}
-build_kubectl
-HELM=$BIN/helm KUBECTL=$BIN/kubectl
+# shellcheck source=scripts/kind-tools.sh
+. scripts/kind-tools.sh
+ensure_helm || fail "no helm"
+ensure_kubectl || fail "could not build kubectl"
 helm() { "$HELM" "$@"; }
 kubectl() { "$KUBECTL" "$@"; }
 ok "$(helm version --short), kubectl $(kubectl version --client -o json | sed -n 's/.*"gitVersion": "\([^"]*\)".*/\1/p' | head -1)"
