@@ -22,6 +22,8 @@ ARG CARGO_CHEF_VERSION=^0.1
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_SUITE} AS chef
 ARG CARGO_CHEF_VERSION
 # cmake and a C compiler for aws-lc-sys/ring (rustls); protobuf needs nothing (protox is Rust).
+# Build-only packages from the pinned Debian suite: none of them reaches a runtime image.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake make gcc g++ pkg-config \
  && rm -rf /var/lib/apt/lists/*

