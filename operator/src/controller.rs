@@ -595,14 +595,14 @@ pub fn transition_events(
     for svc in ServiceKind::ALL {
         let before = old.components.get(svc.name()).and_then(|c| c.image.clone());
         let after = new.components.get(svc.name()).and_then(|c| c.image.clone());
-        if let (Some(b), Some(a)) = (&before, &after) {
-            if a != b {
-                out.push((
-                    EventType::Normal,
-                    "RolloutStarted",
-                    format!("{}: {b} -> {a}", svc.name()),
-                ));
-            }
+        if let (Some(b), Some(a)) = (&before, &after)
+            && a != b
+        {
+            out.push((
+                EventType::Normal,
+                "RolloutStarted",
+                format!("{}: {b} -> {a}", svc.name()),
+            ));
         }
     }
     let was_ready = status::is_true(Some(old), status::READY);

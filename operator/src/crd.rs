@@ -24,6 +24,8 @@ pub const GROUP: &str = "moviebook.io";
 pub const FINALIZER: &str = "moviebook.io/cleanup";
 
 /// Desired state of one MovieBook installation.
+// clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "moviebook.io",

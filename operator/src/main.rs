@@ -161,11 +161,12 @@ async fn run() -> anyhow::Result<()> {
     };
     controller::run(client, namespace, pod_name, shutdown).await?;
     leading.store(false, Ordering::Relaxed);
-    if let Some(elector) = elector {
-        if let Err(e) = elector.release().await {
-            warn!(error = %e, "releasing the Lease");
-        }
+    if let Some(elector) = elector
+        && let Err(e) = elector.release().await
+    {
+        warn!(error = %e, "releasing the Lease");
     }
+
     info!("stopped");
     Ok(())
 }

@@ -34,15 +34,15 @@ pub fn validate(mbs: &MovieBookingSystem) -> Result<(), Error> {
         problems.push("spec.imageRegistry must not be empty".into());
     }
     for svc in ServiceKind::ALL {
-        if let Some(a) = &svc.spec(spec).autoscaling {
-            if a.min_replicas > a.max_replicas {
-                problems.push(format!(
-                    "spec.services.{}.autoscaling.minReplicas ({}) exceeds maxReplicas ({})",
-                    svc.name(),
-                    a.min_replicas,
-                    a.max_replicas
-                ));
-            }
+        if let Some(a) = &svc.spec(spec).autoscaling
+            && a.min_replicas > a.max_replicas
+        {
+            problems.push(format!(
+                "spec.services.{}.autoscaling.minReplicas ({}) exceeds maxReplicas ({})",
+                svc.name(),
+                a.min_replicas,
+                a.max_replicas
+            ));
         }
     }
     for store in StoreKind::ALL {

@@ -21,7 +21,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use moviebook_operator::controller::{self, Context};
 use moviebook_operator::crd::{MovieBookingSystem, Phase};
@@ -299,7 +301,7 @@ async fn install_crd(client: &Client) {
     let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("CRD yaml");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
-        &MovieBookingSystem::crd_name(),
+        MovieBookingSystem::crd_name(),
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&crd),
     )
@@ -333,15 +335,21 @@ async fn crd_is_accepted_and_cel_rules_reject_invalid_specs_readably() {
         dry_run: true,
         ..PostParams::default()
     };
+    // Untyped, so that specs the Rust types would refuse still reach the API server.
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        t.client.clone(),
+        &t.ns,
+        &ApiResource::erase::<MovieBookingSystem>(&()),
+    );
     let try_create = |spec: Value| {
-        let api = api.clone();
+        let raw = raw.clone();
         let ns = t.ns.clone();
         async move {
-            let obj: MovieBookingSystem = serde_json::from_value(json!({
+            let obj: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": "moviebook.io/v1alpha1", "kind": "MovieBookingSystem",
                 "metadata": {"name": "bad", "namespace": ns}, "spec": spec}))
             .expect("cr");
-            api.create(
+            raw.create(
                 &PostParams {
                     dry_run: true,
                     ..PostParams::default()

@@ -137,11 +137,10 @@ impl FakeApi {
             }
             Method::PATCH => {
                 let mut obj = body.clone();
-                if let Some(existing) = s.objects.get(path) {
-                    if let Some(st) = existing.get("status") {
-                        obj["status"] = st.clone();
-                    }
+                if let Some(st) = s.objects.get(path).and_then(|e| e.get("status")) {
+                    obj["status"] = st.clone();
                 }
+
                 s.objects.insert(path.to_string(), obj.clone());
                 (StatusCode::OK, obj)
             }
