@@ -1,1 +1,40 @@
-fn main() {}
+//! `booking-service` (serve) and `booking-service migrate`.
+
+use booking_service::config::Config;
+use moviebook_common::{shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("booking-service: {e:#}");
+            tracing::error!(error = %format!("{e:#}"), "booking-service failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    telemetry::init(booking_service::SERVICE_NAME)?;
+    let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => {
+            // 0.0.0.0 by default (containers); HOST=127.0.0.1 keeps it local.
+            let host = moviebook_common::config::string_or("HOST", "0.0.0.0");
+            let listener = tokio::net::TcpListener::bind((host.as_str(), config.port)).await?;
+            let (tx, rx) = shutdown::channel();
+            tokio::spawn(async move {
+                shutdown::signal().await;
+                let _ = tx.send(true);
+            });
+            booking_service::run(config, listener, rx).await
+        }
+        Some("migrate") => {
+            booking_service::migrate(&config).await?;
+            tracing::info!("booking-service migrations applied");
+            Ok(())
+        }
+        Some(other) => anyhow::bail!("unknown command {other:?} (expected: serve, migrate)"),
+    }
+}

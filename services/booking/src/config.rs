@@ -1,0 +1,130 @@
+//! The booking service's configuration, parsed once from the environment at start-up.
+
+use std::time::Duration;
+
+use moviebook_common::config::{
+    ConfigError, defaults, jwt_secret, secs_or, string_or, url_or, var_or,
+};
+
+/// Default HTTP port (DESIGN.md).
+pub const DEFAULT_PORT: u16 = 8010;
+/// Default database when `MONGODB_URL` names none.
+pub const DEFAULT_DB: &str = "moviebook_booking";
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub mongodb_url: String,
+    pub rabbitmq_url: String,
+    pub cinema_grpc_url: String,
+    pub user_service_url: String,
+    pub payment_service_url: String,
+    pub jwt_secret: String,
+    pub jwt_issuer: String,
+    /// How long seats are held for an unpaid booking (`BOOKING_HOLD_SECONDS`, 300).
+    pub hold: Duration,
+    /// How often the sweeper looks for expired holds (`SWEEP_INTERVAL_SECONDS`, 5).
+    pub sweep_interval: Duration,
+    /// A booking stuck in PAYING (a crashed replica) is reconciled by the sweeper after this
+    /// long past its hold (`PAYING_TIMEOUT_SECONDS`, 60).
+    pub paying_timeout: Duration,
+    /// Timeout of each call to another service (`UPSTREAM_TIMEOUT_SECONDS`, 10).
+    pub upstream_timeout: Duration,
+    /// How long a verified user / a showtime's details are cached (`LOOKUP_CACHE_SECONDS`, 30).
+    pub lookup_cache: Duration,
+    /// Largest accepted request body in bytes (`MAX_BODY_BYTES`, 65536).
+    pub max_body_bytes: usize,
+    /// GraphQL limits (`GRAPHQL_MAX_DEPTH` 10, `GRAPHQL_MAX_COMPLEXITY` 500).
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    /// Most seats in one booking (`MAX_SEATS_PER_BOOKING`, 10).
+    pub max_seats: usize,
+    /// Currency of every booking (`CURRENCY`, USD).
+    pub currency: String,
+    /// Whether the sweeper runs in this process (`SWEEPER_ENABLED`, true).
+    pub sweeper_enabled: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let hold = secs_or("BOOKING_HOLD_SECONDS", Duration::from_secs(300))?;
+        if hold.is_zero() || hold > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid {
+                var: "BOOKING_HOLD_SECONDS".into(),
+                value: hold.as_secs().to_string(),
+                reason: "must be between 1 and 3600".into(),
+            });
+        }
+        Ok(Self {
+            port: var_or("PORT", DEFAULT_PORT)?,
+            mongodb_url: url_or(
+                "MONGODB_URL",
+                defaults::MONGODB_URL,
+                &["mongodb", "mongodb+srv"],
+            )?,
+            rabbitmq_url: url_or("RABBITMQ_URL", defaults::RABBITMQ_URL, &["amqp", "amqps"])?,
+            cinema_grpc_url: url_or(
+                "CINEMA_GRPC_URL",
+                defaults::CINEMA_GRPC_URL,
+                &["http", "https"],
+            )?,
+            user_service_url: url_or(
+                "USER_SERVICE_URL",
+                defaults::USER_SERVICE_URL,
+                &["http", "https"],
+            )?,
+            payment_service_url: url_or(
+                "PAYMENT_SERVICE_URL",
+                defaults::PAYMENT_SERVICE_URL,
+                &["http", "https"],
+            )?,
+            jwt_secret: jwt_secret()?,
+            jwt_issuer: string_or("JWT_ISSUER", defaults::JWT_ISSUER),
+            hold,
+            sweep_interval: secs_or("SWEEP_INTERVAL_SECONDS", Duration::from_secs(5))?
+                .max(Duration::from_secs(1)),
+            paying_timeout: secs_or("PAYING_TIMEOUT_SECONDS", Duration::from_secs(60))?,
+            upstream_timeout: secs_or("UPSTREAM_TIMEOUT_SECONDS", Duration::from_secs(10))?,
+            lookup_cache: secs_or("LOOKUP_CACHE_SECONDS", Duration::from_secs(30))?,
+            max_body_bytes: var_or("MAX_BODY_BYTES", 64 * 1024)?,
+            max_depth: var_or("GRAPHQL_MAX_DEPTH", 10)?,
+            max_complexity: var_or("GRAPHQL_MAX_COMPLEXITY", 500)?,
+            max_seats: var_or("MAX_SEATS_PER_BOOKING", 10)?,
+            currency: string_or("CURRENCY", "USD"),
+            sweeper_enabled: var_or("SWEEPER_ENABLED", true)?,
+        })
+    }
+
+    /// A configuration for tests: everything explicit, nothing read from the environment
+    /// except what the caller passes.
+    pub fn for_urls(
+        mongodb_url: &str,
+        rabbitmq_url: &str,
+        cinema_grpc_url: &str,
+        user_service_url: &str,
+        payment_service_url: &str,
+    ) -> Self {
+        Self {
+            port: 0,
+            mongodb_url: mongodb_url.to_owned(),
+            rabbitmq_url: rabbitmq_url.to_owned(),
+            cinema_grpc_url: cinema_grpc_url.to_owned(),
+            user_service_url: user_service_url.to_owned(),
+            payment_service_url: payment_service_url.to_owned(),
+            jwt_secret: defaults::JWT_SECRET.to_owned(),
+            jwt_issuer: defaults::JWT_ISSUER.to_owned(),
+            hold: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(1),
+            paying_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(10),
+            lookup_cache: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            max_depth: 10,
+            max_complexity: 500,
+            max_seats: 10,
+            currency: "USD".to_owned(),
+            sweeper_enabled: true,
+        }
+    }
+}

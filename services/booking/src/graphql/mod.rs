@@ -1,0 +1,319 @@
+//! The GraphQL API: schema (queries and mutations) and the HTTP handlers that serve it.
+
+pub mod loaders;
+pub mod types;
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::{
+    Context, EmptySubscription, ErrorExtensionValues, ID, Object, Result, Schema,
+    dataloader::DataLoader, http::GraphiQLSource,
+};
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Response},
+};
+use moviebook_common::auth::{AuthError, JwtKeys, bearer_token};
+
+use crate::{
+    error::{BookingError, gql},
+    service::{Booker, Caller},
+};
+use loaders::ShowtimeLoader;
+use types::{BookingResult, BookingView, Cinema, Movie, PaymentResult, Showtime};
+
+pub type BookingSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// What every resolver can reach.
+#[derive(Clone)]
+pub struct AppCtx {
+    pub booker: Arc<Booker>,
+}
+
+/// The caller as seen by this request: anonymous (browsing is public), verified, or holding a
+/// token that failed verification (refused as soon as a resolver needs a caller).
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Anonymous,
+    Caller(Caller),
+    Invalid(AuthError),
+}
+
+impl Auth {
+    pub fn from_headers(headers: &HeaderMap, keys: &JwtKeys) -> Self {
+        match bearer_token(headers) {
+            Err(AuthError::Missing) => Self::Anonymous,
+            Err(e) => Self::Invalid(e),
+            Ok(token) => match keys.verify(token) {
+                Ok(claims) => Self::Caller(Caller {
+                    claims,
+                    token: token.to_owned(),
+                }),
+                Err(e) => Self::Invalid(e),
+            },
+        }
+    }
+}
+
+fn caller<'a>(ctx: &'a Context<'_>) -> Result<&'a Caller> {
+    match ctx.data::<Auth>()? {
+        Auth::Caller(c) => Ok(c),
+        Auth::Anonymous => Err(gql(BookingError::Unauthenticated(AuthError::Missing))),
+        Auth::Invalid(e) => Err(gql(BookingError::Unauthenticated(e.clone()))),
+    }
+}
+
+fn booker<'a>(ctx: &'a Context<'_>) -> Result<&'a Booker> {
+    Ok(&ctx.data::<AppCtx>()?.booker)
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Movies with their upcoming showtimes (and each showtime's cinema) in one gRPC call.
+    #[graphql(complexity = "limit.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn movies(
+        &self,
+        ctx: &Context<'_>,
+        genre: Option<String>,
+        limit: Option<i32>,
+        offset: Option<i32>,
+    ) -> Result<Vec<Movie>> {
+        let limit = limit.unwrap_or(20);
+        let offset = offset.unwrap_or(0);
+        if !(1..=100).contains(&limit) || offset < 0 {
+            return Err(gql(BookingError::BadInput(
+                "limit must be 1..=100 and offset >= 0".into(),
+            )));
+        }
+        let resp = booker(ctx)?
+            .cinema
+            .list_movies(genre, limit, offset)
+            .await
+            .map_err(gql)?;
+        let cinemas: HashMap<String, Arc<_>> = resp
+            .cinemas
+            .into_iter()
+            .map(|c| (c.id.clone(), Arc::new(c)))
+            .collect();
+        Ok(resp
+            .movies
+            .into_iter()
+            .filter_map(|m| {
+                let info = Arc::new(m.movie?);
+                let showtimes = m
+                    .showtimes
+                    .into_iter()
+                    .map(|s| Showtime {
+                        cinema: cinemas.get(&s.cinema_id).cloned(),
+                        movie: Some(info.clone()),
+                        info: Arc::new(s),
+                    })
+                    .collect();
+                Some(Movie { info, showtimes })
+            })
+            .collect())
+    }
+
+    async fn cinemas(&self, ctx: &Context<'_>) -> Result<Vec<Cinema>> {
+        let list = booker(ctx)?.cinema.list_cinemas().await.map_err(gql)?;
+        Ok(list.into_iter().map(|c| Cinema(Arc::new(c))).collect())
+    }
+
+    /// One showtime with its movie, cinema and (on request) seat map.
+    async fn showtime(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Showtime>> {
+        let id = crate::domain::parse_id("id", &id).map_err(|e| gql(e.into()))?;
+        ctx.data::<DataLoader<ShowtimeLoader>>()?.load_one(id).await
+    }
+
+    async fn get_booking(&self, ctx: &Context<'_>, booking_id: ID) -> Result<BookingView> {
+        let c = caller(ctx)?;
+        booker(ctx)?
+            .booking_for(c, &booking_id)
+            .await
+            .map(BookingView)
+            .map_err(gql)
+    }
+
+    /// The caller's bookings, newest first.
+    async fn my_bookings(&self, ctx: &Context<'_>) -> Result<Vec<BookingView>> {
+        let c = caller(ctx)?;
+        let list = booker(ctx)?
+            .user_bookings(c, &c.claims.sub)
+            .await
+            .map_err(gql)?;
+        Ok(list.into_iter().map(BookingView).collect())
+    }
+
+    /// A user's bookings (the user themself, or an admin). Kept for existing clients.
+    async fn get_user_bookings(&self, ctx: &Context<'_>, user_id: ID) -> Result<Vec<BookingView>> {
+        let c = caller(ctx)?;
+        let list = booker(ctx)?.user_bookings(c, &user_id).await.map_err(gql)?;
+        Ok(list.into_iter().map(BookingView).collect())
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Holds the seats and creates a PENDING_PAYMENT booking.
+    async fn create_booking(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        showtime_id: ID,
+        seat_numbers: Vec<String>,
+    ) -> Result<BookingResult> {
+        let c = caller(ctx)?;
+        let booking = booker(ctx)?
+            .create_booking(c, &user_id, &showtime_id, &seat_numbers)
+            .await
+            .map_err(gql)?;
+        Ok(BookingResult {
+            success: true,
+            message: format!(
+                "{} seat(s) held until {}; pay to confirm",
+                booking.seats.len(),
+                booking.hold_expires_at.to_chrono().to_rfc3339()
+            ),
+            lock_id: Some(booking.lock_id.clone()),
+            booking: Some(booking),
+        })
+    }
+
+    /// Charges the booking and confirms its seats.
+    async fn process_payment(
+        &self,
+        ctx: &Context<'_>,
+        booking_id: ID,
+        payment_method: String,
+        payment_details: Option<String>,
+    ) -> Result<PaymentResult> {
+        let c = caller(ctx)?;
+        let booking = booker(ctx)?
+            .process_payment(c, &booking_id, &payment_method, payment_details.as_deref())
+            .await
+            .map_err(gql)?;
+        Ok(PaymentResult {
+            success: true,
+            message: "payment accepted; booking confirmed".into(),
+            transaction_id: booking.transaction_id.clone(),
+            booking: Some(booking),
+        })
+    }
+
+    /// Cancels a booking: releases a hold, or refunds a confirmed booking and returns its seats.
+    async fn cancel_booking(&self, ctx: &Context<'_>, booking_id: ID) -> Result<BookingResult> {
+        let c = caller(ctx)?;
+        let booking = booker(ctx)?
+            .cancel_booking(c, &booking_id)
+            .await
+            .map_err(gql)?;
+        Ok(BookingResult {
+            success: true,
+            message: if booking.refund_id.is_some() {
+                "booking cancelled; the payment was refunded".into()
+            } else {
+                "booking cancelled; the seats were released".into()
+            },
+            lock_id: Some(booking.lock_id.clone()),
+            booking: Some(booking),
+        })
+    }
+}
+
+pub fn schema(booker: Arc<Booker>, max_depth: usize, max_complexity: usize) -> BookingSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(AppCtx { booker })
+        .limit_depth(max_depth)
+        .limit_complexity(max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(16)
+        .finish()
+}
+
+/// State of the GraphQL handlers.
+#[derive(Clone)]
+pub struct GraphqlState {
+    pub schema: BookingSchema,
+    pub booker: Arc<Booker>,
+    pub max_body_bytes: usize,
+}
+
+/// A request-level error in GraphQL's response shape, with a code.
+fn request_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "data": null,
+        "errors": [{ "message": message.into(), "extensions": { "code": code } }],
+    });
+    (status, Json(body)).into_response()
+}
+
+/// GET /graphql: the GraphiQL IDE.
+pub async fn graphiql() -> impl IntoResponse {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+/// POST /graphql. The body is read with a size limit and parsed here, so that a malformed or
+/// oversized request is a 4xx with a code rather than the library's plain-text rejection.
+pub async fn graphql(
+    State(state): State<GraphqlState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("request body exceeds {} bytes", state.max_body_bytes),
+            );
+        }
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("the body must be a JSON GraphQL request {{query, variables?, operationName?}}: {e}"),
+            );
+        }
+    };
+    let auth = Auth::from_headers(&headers, state.booker.keys.as_ref());
+    let loader = DataLoader::new(
+        ShowtimeLoader {
+            cinema: state.booker.cinema.clone(),
+        },
+        tokio::spawn,
+    );
+    let mut response = state
+        .schema
+        .execute(request.data(auth).data(loader))
+        .await;
+    let executed = !matches!(response.data, async_graphql::Value::Null) || response.errors.iter().any(|e| !e.path.is_empty());
+    for error in &mut response.errors {
+        let ext = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        if ext.get("code").is_none() {
+            let code = if error.message.starts_with("Query is too complex")
+                || error.message.starts_with("Query is nested too deep")
+            {
+                "QUERY_TOO_COMPLEX"
+            } else if executed {
+                "INTERNAL"
+            } else {
+                "GRAPHQL_VALIDATION_FAILED"
+            };
+            ext.set("code", code);
+        }
+    }
+    Json(response).into_response()
+}

@@ -1,0 +1,131 @@
+//! MovieBook booking service: the GraphQL API over the catalogue (cinema gRPC) and the booking
+//! orchestration (hold → pay → confirm, with compensation), its state machine, the sweeper of
+//! lapsed holds, and the transactional outbox of booking.* events.
+//!
+//! `main.rs` only wires configuration, telemetry and [`run`]; integration tests call [`run`] on
+//! an ephemeral port.
+#![forbid(unsafe_code)]
+
+pub mod clients;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod service;
+pub mod store;
+pub mod sweeper;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, routing::get};
+use moviebook_common::{
+    auth::JwtKeys,
+    error::not_found,
+    mongo,
+    ops::{self, Readiness},
+    outbox::RelayConfig,
+    shutdown::Shutdown,
+};
+
+use crate::{
+    clients::{CinemaClient, RestClients},
+    config::Config,
+    graphql::GraphqlState,
+    service::Booker,
+    store::Store,
+};
+
+/// The `source` of this service's events and the name of its connections.
+pub const SERVICE_NAME: &str = "booking-service";
+
+/// Connects to MongoDB and builds the store.
+pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let db = mongo::connect(&config.mongodb_url, SERVICE_NAME, config::DEFAULT_DB).await?;
+    Ok(Store::new(db.client().clone(), &db))
+}
+
+/// `booking-service migrate`: the indexes of the bookings and the outbox.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = connect_store(config).await?;
+    store.ensure_indexes().await
+}
+
+/// Builds the service's core from its configuration (no background tasks started).
+pub async fn build(config: Config) -> anyhow::Result<Arc<Booker>> {
+    let config = Arc::new(config);
+    let store = connect_store(&config).await?;
+    let cinema = CinemaClient::new(&config.cinema_grpc_url, config.upstream_timeout)?;
+    let rest = RestClients::new(
+        &config.user_service_url,
+        &config.payment_service_url,
+        config.upstream_timeout,
+    )?;
+    let keys = Arc::new(JwtKeys::new(
+        &config.jwt_secret,
+        &config.jwt_issuer,
+        Duration::from_secs(86_400),
+    ));
+    Ok(Arc::new(Booker::new(config, store, cinema, rest, keys)))
+}
+
+/// The HTTP application: `/graphql` (POST: API, GET: GraphiQL) and the ops endpoints.
+pub fn app(booker: Arc<Booker>) -> Router {
+    let schema = graphql::schema(
+        booker.clone(),
+        booker.config.max_depth,
+        booker.config.max_complexity,
+    );
+    let state = GraphqlState {
+        schema,
+        booker: booker.clone(),
+        max_body_bytes: booker.config.max_body_bytes,
+    };
+    let store = booker.store.clone();
+    let readiness = Readiness::new().with("mongodb", move || {
+        let store = store.clone();
+        async move { store.ping().await }
+    });
+    Router::new()
+        .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
+        .with_state(state)
+        .merge(ops::router(readiness))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(ops::track_metrics))
+}
+
+/// Runs the service on `listener` until `shutdown` fires: HTTP server, outbox relay and
+/// (unless disabled) the sweeper.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let store = connect_store(&config).await?;
+    store.ensure_indexes().await?;
+    let rabbitmq_url = config.rabbitmq_url.clone();
+    let booker = build(config).await?;
+    let relay = booker
+        .store
+        .outbox()
+        .relay(&rabbitmq_url, SERVICE_NAME, RelayConfig::default());
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let sweeper_task = booker.config.sweeper_enabled.then(|| {
+        tokio::spawn(sweeper::run(
+            booker.clone(),
+            booker.config.sweep_interval,
+            shutdown.clone(),
+        ))
+    });
+    let app = app(booker);
+    ops::serve_listener(
+        listener,
+        app,
+        moviebook_common::shutdown::wait(shutdown.clone()),
+    )
+    .await?;
+    let _ = relay_task.await;
+    if let Some(t) = sweeper_task {
+        let _ = t.await;
+    }
+    Ok(())
+}
