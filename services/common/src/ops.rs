@@ -36,7 +36,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
-            .and_then(|b| Ok(b.build_recorder()));
+            .map(PrometheusBuilder::build_recorder);
         match recorder {
             Ok(recorder) => {
                 let handle = recorder.handle();
