@@ -1,0 +1,138 @@
+//! MovieBook payment service: a simulated card gateway, deterministic by test card, with
+//! idempotent payments and refunds whose events leave through the transactional outbox.
+//!
+//! `main.rs` only wires configuration, telemetry and [`run`]; integration tests call [`run`]
+//! with a listener on port 0 and talk to the real service over HTTP.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod routes;
+pub mod store;
+
+use std::{
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, FromRef},
+    routing::{get, post},
+};
+use mongodb::Database;
+use moviebook_common::{
+    auth::JwtKeys,
+    error::not_found,
+    ops::{self, Readiness},
+    outbox::{Outbox, RelayConfig},
+};
+
+pub use config::Config;
+use store::Store;
+
+/// Request bodies are small JSON objects; anything bigger is refused before parsing.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keys: Arc<JwtKeys>,
+    pub failure_rate: f64,
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.clone()
+    }
+}
+
+/// The routes of the service plus `/health`, `/ready` and `/metrics`.
+pub fn app(state: AppState, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/payments", post(routes::create_payment))
+        .route("/payments/{transaction_id}", get(routes::get_payment))
+        .route(
+            "/payments/booking/{booking_id}",
+            get(routes::payments_of_booking),
+        )
+        .route("/refunds", post(routes::create_refund))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(ops::router(readiness))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(ops::track_metrics))
+}
+
+pub async fn connect(config: &Config) -> anyhow::Result<Database> {
+    Ok(
+        moviebook_common::mongo::connect(&config.mongodb_url, "payment-service", &config.database)
+            .await?,
+    )
+}
+
+/// `payment-service migrate`: creates the indexes, the outbox's included (idempotent).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = connect(config).await?;
+    Store::new(&db, Outbox::new(&db)).ensure_indexes().await?;
+    tracing::info!(database = db.name(), "payment-service indexes ready");
+    Ok(())
+}
+
+/// Serves on `listener` until `shutdown` resolves, with the outbox relay running beside it.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = connect(&config).await?;
+    let outbox = Outbox::new(&db);
+    let store = Store::new(&db, outbox.clone());
+    // Idempotent; a service started without `migrate` must not run without its unique indexes.
+    if let Err(e) = store.ensure_indexes().await {
+        tracing::warn!(error = %e, "cannot ensure indexes at start-up; run `payment-service migrate`");
+    }
+    let (stop_tx, stop_rx) = moviebook_common::shutdown::channel();
+    let relay = outbox.relay(
+        &config.rabbitmq_url,
+        "payment-service",
+        RelayConfig::default(),
+    );
+    let relay_up = relay.connected_flag();
+    let relay_task = tokio::spawn(relay.run(stop_rx));
+
+    let ping_db = db.clone();
+    let readiness = Readiness::new()
+        .with("mongodb", move || {
+            let db = ping_db.clone();
+            async move { moviebook_common::mongo::ping(&db).await }
+        })
+        .with("rabbitmq", move || {
+            let up = relay_up.load(Ordering::Relaxed);
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("outbox relay not connected to the broker")
+                }
+            }
+        });
+    let state = AppState {
+        store,
+        keys: Arc::new(JwtKeys::new(
+            &config.jwt_secret,
+            &config.jwt_issuer,
+            std::time::Duration::from_secs(86_400),
+        )),
+        failure_rate: config.failure_rate,
+    };
+    let served = ops::serve_listener(listener, app(state, readiness), shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Err(e) = relay_task.await {
+        tracing::warn!(error = %e, "outbox relay task ended abnormally");
+    }
+    served?;
+    Ok(())
+}
