@@ -1,0 +1,452 @@
+//! The notification worker against real RabbitMQ, Redis and MongoDB (the test stack).
+
+mod common;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use common::*;
+use moviebook_common::auth::JwtKeys;
+use notification_service::{routes::ListResponse, store::Status};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn token(config: &notification_service::config::Config, sub: &str) -> String {
+    JwtKeys::new(
+        &config.jwt_secret,
+        &config.jwt_issuer,
+        Duration::from_secs(600),
+    )
+    .issue(sub, None, &[])
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_published_to_the_exchange_is_recorded_once() {
+    let config = test_config("exchange");
+    let channel = RecordingChannel::new(Behaviour::default());
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let (store, idem) = stores(&config).await;
+    let publisher = Publisher::connect().await;
+
+    let user = format!("user-{}", uuid::Uuid::new_v4());
+    let booking = format!("booking-{}", uuid::Uuid::new_v4());
+    let confirmed = booking_event("booking.confirmed", &booking, &user);
+    let id = event_id(&confirmed);
+    publisher.publish_to_exchange(&confirmed).await;
+    eventually(WAIT, "the booking notification is sent", || async {
+        channel.sends_of(&id) == 1
+    })
+    .await;
+    eventually(WAIT, "the event is marked done", || async {
+        idem.state(&id).await.unwrap().as_deref() == Some("done")
+    })
+    .await;
+    assert_eq!(store.count_for_event(&id).await.unwrap(), 1);
+    let sent = channel
+        .sent()
+        .into_iter()
+        .find(|o| o.event_id == id)
+        .unwrap();
+    assert_eq!(
+        sent.recipient.as_deref(),
+        Some(&*format!("{user}@example.com"))
+    );
+    assert!(sent.message.subject.contains("Dune: Part Two"));
+    for needle in ["Grand Rex", "A1, A2", "25.00 USD", &booking, "19:30"] {
+        assert!(
+            sent.message.body.contains(needle),
+            "{needle} in {}",
+            sent.message.body
+        );
+    }
+
+    // A payment event carries no e-mail or film: both come from what the booking event taught.
+    let payment = payment_event(&booking, &user);
+    let pid = event_id(&payment);
+    publisher.publish_to_exchange(&payment).await;
+    eventually(WAIT, "the payment notification is sent", || async {
+        channel.sends_of(&pid) == 1
+    })
+    .await;
+    let paid = channel
+        .sent()
+        .into_iter()
+        .find(|o| o.event_id == pid)
+        .unwrap();
+    assert_eq!(
+        paid.recipient.as_deref(),
+        Some(&*format!("{user}@example.com"))
+    );
+    assert!(
+        paid.message.subject.contains("Dune: Part Two"),
+        "{}",
+        paid.message.subject
+    );
+
+    // The read API shows both to their owner, nothing to another user.
+    let http = reqwest::Client::new();
+    let url = worker.url(&format!("/api/v1/notifications?booking_id={booking}"));
+    let mine: ListResponse = http
+        .get(&url)
+        .bearer_auth(token(&config, &user))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine.notifications.len(), 2);
+    assert!(mine.notifications.iter().all(|n| n.status == Status::Sent));
+    let types: HashSet<_> = mine
+        .notifications
+        .iter()
+        .map(|n| n.event_type.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        HashSet::from(["booking.confirmed", "payment.success"])
+    );
+    let theirs: ListResponse = http
+        .get(&url)
+        .bearer_auth(token(&config, "someone-else"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(theirs.notifications.is_empty());
+    let forbidden = http
+        .get(worker.url(&format!("/api/v1/notifications?user_id={user}")))
+        .bearer_auth(token(&config, "someone-else"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert!(body["error"]["code"].is_string(), "{body}");
+
+    let metrics = http
+        .get(worker.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("notification_events_total"), "{metrics}");
+
+    worker.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_publish_and_a_redelivery_after_a_nack_notify_once() {
+    let config = test_config("dup");
+    // The first send of every event fails: the worker nacks, the broker redelivers.
+    let channel = RecordingChannel::new(Behaviour {
+        fail_first: 1,
+        ..Behaviour::default()
+    });
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let (store, idem) = stores(&config).await;
+    let publisher = Publisher::connect().await;
+
+    let event = booking_event("booking.pending_payment", "b-dup", "u-dup");
+    let id = event_id(&event);
+    let body = serde_json::to_vec(&event).unwrap();
+    publisher.publish_to_queue(&config.queue, &body).await;
+    publisher.publish_to_queue(&config.queue, &body).await;
+    eventually(WAIT, "the notification is sent", || async {
+        channel.sends_of(&id) == 1
+    })
+    .await;
+    eventually(WAIT, "the event is marked done", || async {
+        idem.state(&id).await.unwrap().as_deref() == Some("done")
+    })
+    .await;
+    // Give the second copy every chance to be (wrongly) sent again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(channel.sends_of(&id), 1, "sent exactly once");
+    assert_eq!(
+        channel.failures_of(&id),
+        1,
+        "the first attempt failed and was redelivered"
+    );
+    assert_eq!(store.count_for_event(&id).await.unwrap(), 1);
+    let records = store
+        .list(mongodb::bson::doc! { "event_id": &id }, 10)
+        .await
+        .unwrap();
+    assert_eq!(records[0].status, Status::Sent);
+    assert_eq!(records[0].attempts, 1);
+    assert_eq!(
+        publisher
+            .drain(&format!("{}.dlq", config.queue))
+            .await
+            .len(),
+        0
+    );
+
+    // Second line of defence: Redis forgets the event; the MongoDB record still stops a resend.
+    idem.forget(&id).await.unwrap();
+    publisher.publish_to_queue(&config.queue, &body).await;
+    eventually(WAIT, "the replayed event is marked done again", || async {
+        idem.state(&id).await.unwrap().as_deref() == Some("done")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        channel.sends_of(&id),
+        1,
+        "not resent after Redis lost the marker"
+    );
+
+    worker.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn a_worker_restarted_mid_stream_sends_nothing_twice_and_loses_nothing() {
+    const EVENTS: usize = 300;
+    let mut config = test_config("restart");
+    config.concurrency = 8;
+    config.prefetch = 16;
+    // Sends take a while, so the first worker is stopped with deliveries in flight and more
+    // prefetched; both workers share one channel so double sends across them are visible.
+    let channel = RecordingChannel::new(Behaviour {
+        delay: Duration::from_millis(15),
+        ..Behaviour::default()
+    });
+    let publisher = Arc::new(Publisher::connect().await);
+    publisher.declare_queue(&config.queue).await;
+    let (store, _idem) = stores(&config).await;
+
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|i| {
+            booking_event(
+                "booking.confirmed",
+                &format!("b-{i}"),
+                &format!("u-{}", i % 7),
+            )
+        })
+        .collect();
+    let ids: Vec<String> = events.iter().map(event_id).collect();
+
+    let first = start(&config, channel.clone()).await;
+    wait_ready(&first).await;
+    let stream = {
+        let publisher = publisher.clone();
+        let queue = config.queue.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            for (i, e) in events.iter().enumerate() {
+                let body = serde_json::to_vec(e).unwrap();
+                publisher.publish_to_queue(&queue, &body).await;
+                // At-least-once upstream: every fifth event arrives twice.
+                if i % 5 == 0 {
+                    publisher.publish_to_queue(&queue, &body).await;
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    eventually(WAIT, "the first worker has sent some", || async {
+        channel.sent().len() >= 60
+    })
+    .await;
+    first.stop().await;
+    let after_first = channel.sent().len();
+    assert!(
+        after_first < EVENTS,
+        "stopped mid-stream ({after_first} sent)"
+    );
+
+    let second = start(&config, channel.clone()).await;
+    wait_ready(&second).await;
+    stream.await.unwrap();
+    eventually(Duration::from_secs(60), "every event is sent", || async {
+        let sent: HashSet<String> = channel.sent().into_iter().map(|o| o.event_id).collect();
+        ids.iter().all(|id| sent.contains(id))
+    })
+    .await;
+    // Let any stray duplicate through before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in &ids {
+        assert_eq!(channel.sends_of(id), 1, "event {id} sent once");
+    }
+    // (Other tests publish to the shared exchange, which this queue is bound to too; count only
+    // this test's events.)
+    let ours: HashSet<&String> = ids.iter().collect();
+    let ours_sent = channel
+        .sent()
+        .into_iter()
+        .filter(|o| ours.contains(&o.event_id))
+        .count();
+    assert_eq!(ours_sent, EVENTS, "nothing was sent twice");
+    let sent_records = store
+        .list(
+            mongodb::bson::doc! { "status": "sent", "event_id": { "$in": &ids } },
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sent_records.len(),
+        EVENTS,
+        "every event recorded once as sent"
+    );
+    assert!(
+        channel.sent().len() > after_first,
+        "the second worker took over"
+    );
+
+    second.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dead_letter_queue() {
+    let config = test_config("poison");
+    let channel = RecordingChannel::new(Behaviour::default());
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let (store, _idem) = stores(&config).await;
+    let publisher = Publisher::connect().await;
+
+    let mut unknown_event = booking_event("booking.confirmed", "b-p", "u-p");
+    unknown_event["event_type"] = "booking.teleported".into();
+    let unknown = serde_json::to_vec(&unknown_event).unwrap();
+    let mut missing_event = booking_event("booking.confirmed", "b-p", "u-p");
+    missing_event["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("booking_id");
+    let missing = serde_json::to_vec(&missing_event).unwrap();
+    let garbage = b"{not json at all".to_vec();
+    let good = booking_event("booking.cancelled", "b-ok", "u-ok");
+    for body in [&garbage, &unknown, &missing] {
+        publisher.publish_to_queue(&config.queue, body).await;
+    }
+    publisher
+        .publish_to_queue(&config.queue, &serde_json::to_vec(&good).unwrap())
+        .await;
+
+    let dlq = format!("{}.dlq", config.queue);
+    let mut dead: Vec<Vec<u8>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dead.len() < 3 && tokio::time::Instant::now() < deadline {
+        dead.extend(publisher.drain(&dlq).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expected: HashSet<Vec<u8>> = HashSet::from([garbage, unknown, missing]);
+    assert_eq!(dead.iter().cloned().collect::<HashSet<_>>(), expected);
+    eventually(WAIT, "the good event is still sent", || async {
+        channel.sends_of(&event_id(&good)) == 1
+    })
+    .await;
+    for poison in [&unknown_event, &missing_event] {
+        assert_eq!(
+            channel.sends_of(&event_id(poison)),
+            0,
+            "no poison message was sent"
+        );
+        assert_eq!(store.count_for_event(&event_id(poison)).await.unwrap(), 0);
+    }
+
+    worker.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn a_send_that_keeps_failing_is_retried_then_dead_lettered() {
+    let config = test_config("exhaust");
+    let channel = RecordingChannel::new(Behaviour {
+        always_fail: true,
+        ..Behaviour::default()
+    });
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let (store, idem) = stores(&config).await;
+    let publisher = Publisher::connect().await;
+
+    let event = booking_event("booking.expired", "b-x", "u-x");
+    let id = event_id(&event);
+    let body = serde_json::to_vec(&event).unwrap();
+    publisher.publish_to_queue(&config.queue, &body).await;
+    let dlq = format!("{}.dlq", config.queue);
+    let mut dead = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dead.is_empty() && tokio::time::Instant::now() < deadline {
+        dead.extend(publisher.drain(&dlq).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, vec![body], "the event is in the dead-letter queue");
+    assert_eq!(
+        channel.failures_of(&id),
+        config.max_attempts,
+        "bounded attempts"
+    );
+    let records = store
+        .list(mongodb::bson::doc! { "event_id": &id }, 10)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, Status::Failed);
+    assert_eq!(records[0].attempts, config.max_attempts);
+    // The claim was released, so a replay from the dead-letter queue may try again.
+    assert_eq!(idem.state(&id).await.unwrap(), None);
+
+    worker.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn ready_fails_when_redis_is_unreachable() {
+    let mut config = test_config("noredis");
+    // Nothing listens on port 1.
+    config.redis_url = "redis://127.0.0.1:1".into();
+    let worker = start(&config, RecordingChannel::new(Behaviour::default())).await;
+    let http = reqwest::Client::new();
+    eventually(WAIT, "the HTTP server answers", || async {
+        http.get(worker.url("/health")).send().await.is_ok()
+    })
+    .await;
+    // The broker and MongoDB are fine; the worker connects to RabbitMQ meanwhile.
+    eventually(WAIT, "the broker check passes", || async {
+        let r = http.get(worker.url("/ready")).send().await.unwrap();
+        let body: Value = r.json().await.unwrap();
+        body["checks"]["rabbitmq"] == "ok"
+    })
+    .await;
+    let r = http.get(worker.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_ne!(body["checks"]["redis"], "ok", "{body}");
+    assert_eq!(body["checks"]["mongodb"], "ok", "{body}");
+    assert_eq!(
+        http.get(worker.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (store, _) = stores(&config).await;
+    worker.stop().await;
+    let publisher = Publisher::connect().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
