@@ -3,7 +3,7 @@
 #
 # A real, one-node Kubernetes control plane for tests, envtest-style: etcd, kube-apiserver and
 # kube-controller-manager (garbage collection, Deployment -> ReplicaSet -> Pod, namespace
-# deletion) on 127.0.0.1, with no kubelet, scheduler or container runtime. Tests act as the
+# deletion, PVC protection) on 127.0.0.1, with no kubelet, scheduler or container runtime. Tests act as the
 # kubelet themselves (they patch Pod, Job and StatefulSet status).
 #
 #   build   builds etcd, kube-apiserver, kube-controller-manager and helm from the Go module
@@ -33,7 +33,8 @@ BIN=${K8S_TESTENV_BIN:-$CACHE/bin/$K8S_VERSION}
 ETCD_PORT=${ETCD_PORT:-23790} ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 API_PORT=${API_PORT:-26443}   KCM_PORT=${KCM_PORT:-20257}
 RUN=${K8S_TESTENV_RUN:-${TMPDIR:-/tmp}/moviebook-k8s-testenv-$API_PORT}
-KCM_CONTROLLERS=${KCM_CONTROLLERS:-garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller}
+# pvc protection: lets deleted PVCs (dataOnDelete: Delete, namespace teardown) actually go away.
+KCM_CONTROLLERS=${KCM_CONTROLLERS:-garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,persistentvolumeclaim-protection-controller}
 
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local} CGO_ENABLED=0
 export GOMODCACHE=${GOMODCACHE:-$CACHE/gomod} GOCACHE=${GOCACHE:-$CACHE/gobuild}
