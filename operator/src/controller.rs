@@ -315,7 +315,9 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
         }
         Err(err) => return Err(err),
     };
-    let desired = build::build(&mbs.spec, &inst, &res);
+    let mut desired = build::build(&mbs.spec, &inst, &res);
+    let storage_changes =
+        build::stores::keep_existing_claims(&mut desired.stateful_sets, &observed.stateful_sets);
 
     if mbs.spec.paused {
         let deps = observed.deployments.clone();
@@ -361,6 +363,17 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
                 .await;
             }
         }
+    }
+
+    // Reported once per spec change, not on every reconcile (each Event is a write).
+    let new_generation =
+        mbs.status.as_ref().and_then(|s| s.observed_generation) != mbs.metadata.generation;
+    if !storage_changes.is_empty() && new_generation {
+        let note = format!(
+            "volume size/class of {} cannot change on an existing StatefulSet; expand the PVCs by hand",
+            storage_changes.join(", ")
+        );
+        publish(&ctx, &mbs, EventType::Warning, "StorageChangeIgnored", note).await;
     }
 
     // 1. configuration, 2. stores, 3. migrations, 4. services, 5. gateway

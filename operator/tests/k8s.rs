@@ -969,3 +969,50 @@ async fn only_one_replica_leads() {
     assert!(a.try_acquire_or_renew().await.expect("a again"));
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_storage_change_on_existing_stores_is_reported_not_fatal() {
+    let Some(t) = T::new("storage").await else {
+        return;
+    };
+    t.create(
+        "demo",
+        json!({"version": "0.1.0", "migrations": {"policy": "Disabled"}}),
+    )
+    .await;
+    t.reconcile("demo").await;
+    t.reconcile("demo").await;
+    t.patch_spec(
+        "demo",
+        json!({"postgres": {"managed": {"storage": "20Gi"}}}),
+    )
+    .await;
+    t.reconcile("demo").await; // must not fail on the immutable volumeClaimTemplates
+    let sts = t
+        .api::<StatefulSet>()
+        .get("demo-postgres")
+        .await
+        .expect("sts");
+    let size = sts
+        .spec
+        .and_then(|s| s.volume_claim_templates)
+        .and_then(|v| v[0].spec.clone())
+        .and_then(|s| s.resources)
+        .and_then(|r| r.requests)
+        .map(|r| r["storage"].0.clone());
+    assert_eq!(size.as_deref(), Some("1Gi"));
+    let reasons: Vec<String> = t
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "StorageChangeIgnored"),
+        "{reasons:?}"
+    );
+    t.cleanup().await;
+}

@@ -184,6 +184,58 @@ pub fn stateful_set(
     }
 }
 
+/// Keeps the volume claim templates of StatefulSets that already exist: Kubernetes forbids
+/// changing them, so applying a new size or class would fail every reconcile. Returns the
+/// names of the StatefulSets whose spec asked for a different size or class (resizing is a
+/// manual PVC expansion; the operator reports it instead of failing).
+pub fn keep_existing_claims(desired: &mut [StatefulSet], observed: &[StatefulSet]) -> Vec<String> {
+    let key = |t: &PersistentVolumeClaim| {
+        let spec = t.spec.as_ref();
+        (
+            spec.and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone()),
+            spec.and_then(|s| s.storage_class_name.clone()),
+        )
+    };
+    let mut changed = Vec::new();
+    for sts in desired.iter_mut() {
+        let name = sts.metadata.name.clone().unwrap_or_default();
+        let Some(existing) = observed
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|o| o.spec.as_ref())
+            .and_then(|s| s.volume_claim_templates.clone())
+        else {
+            continue;
+        };
+        let Some(spec) = sts.spec.as_mut() else {
+            continue;
+        };
+        let wanted: Vec<_> = spec
+            .volume_claim_templates
+            .iter()
+            .flatten()
+            .map(key)
+            .collect();
+        let have: Vec<_> = existing.iter().map(key).collect();
+        if wanted != have {
+            changed.push(name);
+        }
+        spec.volume_claim_templates = Some(
+            existing
+                .into_iter()
+                .map(|mut t| {
+                    t.status = None;
+                    t
+                })
+                .collect(),
+        );
+    }
+    changed
+}
+
 fn data_path(store: StoreKind) -> &'static str {
     match store {
         StoreKind::Postgres => "/var/lib/postgresql/data",
@@ -440,6 +492,60 @@ mod tests {
             spec.persistent_volume_claim_retention_policy
                 .and_then(|p| p.when_deleted),
             Some("Delete".into())
+        );
+    }
+
+    #[test]
+    fn existing_claim_templates_are_kept_and_changes_reported() {
+        let mbs = sample();
+        let running = stateful_set(
+            StoreKind::Redis,
+            &Default::default(),
+            &mbs.spec,
+            &instance(),
+        );
+        let bigger = ManagedStore {
+            storage: Some(Quantity("9Gi".into())),
+            ..ManagedStore::default()
+        };
+        let mut desired = vec![stateful_set(
+            StoreKind::Redis,
+            &bigger,
+            &mbs.spec,
+            &instance(),
+        )];
+        let changed = keep_existing_claims(&mut desired, std::slice::from_ref(&running));
+        assert_eq!(changed, ["demo-redis"]);
+        assert_eq!(
+            desired[0]
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone()),
+            running
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone())
+        );
+        // unchanged or new StatefulSets: nothing reported, new ones keep their templates
+        let mut same = vec![running.clone()];
+        assert!(keep_existing_claims(&mut same, std::slice::from_ref(&running)).is_empty());
+        let mut fresh = vec![stateful_set(
+            StoreKind::Redis,
+            &bigger,
+            &mbs.spec,
+            &instance(),
+        )];
+        assert!(keep_existing_claims(&mut fresh, &[]).is_empty());
+        assert_eq!(
+            fresh[0]
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.as_ref())
+                .and_then(|v| v[0].spec.as_ref())
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .map(|r| r["storage"].0.clone()),
+            Some("9Gi".into())
         );
     }
 
