@@ -317,10 +317,12 @@ pub async fn create_refund(
                 Err(not) => {
                     // "Refund everything" on a fully refunded payment is a retry in all but key:
                     // answer the refund that emptied it.
-                    if requested.is_none() && success && tx.refunded_cents >= tx.amount_cents {
-                        if let Some(last) = state.store.latest_refund(&tx.id).await? {
-                            return Ok(replayed(RefundView::from(last)));
-                        }
+                    if requested.is_none()
+                        && success
+                        && tx.refunded_cents >= tx.amount_cents
+                        && let Some(last) = state.store.latest_refund(&tx.id).await?
+                    {
+                        return Ok(replayed(RefundView::from(last)));
                     }
                     return Err(ApiError::NotRefundable(not));
                 }
