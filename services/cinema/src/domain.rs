@@ -335,12 +335,20 @@ mod tests {
         );
         assert!(seat_list(&[]).is_err());
         let dup = seat_list(&strings(&["A1", "a1"])).unwrap_err();
-        assert!(dup.to_string().contains("duplicate seat numbers: A1"), "{dup}");
+        assert!(
+            dup.to_string().contains("duplicate seat numbers: A1"),
+            "{dup}"
+        );
         for bad in ["", "1A", "A", "A0", "ABCD1", "A1234", "A-1", "Ä1"] {
             assert!(seat_list(&strings(&[bad])).is_err(), "{bad:?} accepted");
         }
         let many: Vec<String> = (1..=51).map(|i| format!("A{i}")).collect();
-        assert!(seat_list(&many).unwrap_err().to_string().contains("at most 50"));
+        assert!(
+            seat_list(&many)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 50")
+        );
     }
 
     #[test]
@@ -356,8 +364,18 @@ mod tests {
 
     #[test]
     fn ids_and_booking_ids() {
-        assert!(parse_id("showtime_id", "").unwrap_err().to_string().contains("required"));
-        assert!(parse_id("showtime_id", "xyz").unwrap_err().to_string().contains("UUID"));
+        assert!(
+            parse_id("showtime_id", "")
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
+        assert!(
+            parse_id("showtime_id", "xyz")
+                .unwrap_err()
+                .to_string()
+                .contains("UUID")
+        );
         assert!(parse_id("showtime_id", &Uuid::new_v4().to_string()).is_ok());
         assert!(booking_id("  ").is_err());
         assert!(booking_id(&"x".repeat(129)).is_err());

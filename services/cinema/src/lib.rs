@@ -18,7 +18,9 @@ pub mod testdb;
 
 use std::{future::Future, sync::Arc};
 
-use moviebook_common::{auth::JwtKeys, ops::Readiness, proto::cinema_service_server::CinemaServiceServer, shutdown};
+use moviebook_common::{
+    auth::JwtKeys, ops::Readiness, proto::cinema_service_server::CinemaServiceServer, shutdown,
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -64,7 +66,11 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = shutdown::channel();
-    let sweeper = tokio::spawn(sweeper::run(pool.clone(), config.sweep_interval, stop_rx.clone()));
+    let sweeper = tokio::spawn(sweeper::run(
+        pool.clone(),
+        config.sweep_interval,
+        stop_rx.clone(),
+    ));
 
     let grpc_service = CinemaServiceServer::new(grpc::Grpc::new(pool.clone()))
         .max_decoding_message_size(1024 * 1024);

@@ -30,8 +30,10 @@ async fn main() {
 
 async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let http = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_addr, config.http_port)).await?;
-    let grpc = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_addr, config.grpc_port)).await?;
+    let http =
+        tokio::net::TcpListener::bind(SocketAddr::new(config.bind_addr, config.http_port)).await?;
+    let grpc =
+        tokio::net::TcpListener::bind(SocketAddr::new(config.bind_addr, config.grpc_port)).await?;
     cinema_service::run(config, http, grpc, shutdown::signal()).await
 }
 
@@ -39,7 +41,10 @@ async fn migrate() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let pool = cinema_service::pool(&config)?;
     store::migrate(&pool).await?;
-    tracing::info!(version = store::required_schema_version(), "schema is up to date");
+    tracing::info!(
+        version = store::required_schema_version(),
+        "schema is up to date"
+    );
     pool.close().await;
     Ok(())
 }

@@ -61,10 +61,15 @@ pub fn app(state: AppState, readiness: Readiness) -> Router {
             "/api/v1/screens/{id}",
             get(get_screen).put(update_screen).delete(delete_screen),
         )
-        .route("/api/v1/showtimes", get(list_showtimes).post(create_showtime))
+        .route(
+            "/api/v1/showtimes",
+            get(list_showtimes).post(create_showtime),
+        )
         .route(
             "/api/v1/showtimes/{id}",
-            get(get_showtime).put(update_showtime).delete(delete_showtime),
+            get(get_showtime)
+                .put(update_showtime)
+                .delete(delete_showtime),
         )
         .route("/api/v1/showtimes/{id}/seats", get(seat_map))
         .with_state(state)
@@ -174,7 +179,9 @@ impl Params {
     }
 
     fn id(&self, name: &str) -> Result<Option<Uuid>> {
-        self.get(name).map(|v| domain::parse_id(name, v)).transpose()
+        self.get(name)
+            .map(|v| domain::parse_id(name, v))
+            .transpose()
     }
 
     fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
@@ -234,7 +241,12 @@ impl CinemaBody {
 async fn list_cinemas(State(s): State<AppState>, p: Params) -> Result<Json<List<store::Cinema>>> {
     let (limit, offset) = p.page()?;
     let page = store::list_cinemas(&s.pool, limit, offset).await?;
-    Ok(Json(List { items: page.items, total: page.total, limit, offset }))
+    Ok(Json(List {
+        items: page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
 }
 
 async fn get_cinema(State(s): State<AppState>, Id(id): Id) -> Result<Json<store::Cinema>> {
@@ -247,7 +259,9 @@ async fn create_cinema(
     ApiJson(b): ApiJson<CinemaBody>,
 ) -> Result<Response> {
     let (name, location) = b.validate()?;
-    Ok(created(store::upsert_cinema(&s.pool, None, &name, &location).await?))
+    Ok(created(
+        store::upsert_cinema(&s.pool, None, &name, &location).await?,
+    ))
 }
 
 async fn update_cinema(
@@ -257,7 +271,9 @@ async fn update_cinema(
     ApiJson(b): ApiJson<CinemaBody>,
 ) -> Result<Json<store::Cinema>> {
     let (name, location) = b.validate()?;
-    Ok(Json(store::upsert_cinema(&s.pool, Some(id), &name, &location).await?))
+    Ok(Json(
+        store::upsert_cinema(&s.pool, Some(id), &name, &location).await?,
+    ))
 }
 
 async fn delete_cinema(State(s): State<AppState>, _: Admin, Id(id): Id) -> Result<Response> {
@@ -286,12 +302,13 @@ struct MovieBody {
 impl MovieBody {
     fn validate(self) -> Result<store::MovieInput> {
         if !(1..=1000).contains(&self.duration_minutes) {
-            return Err(Error::invalid("duration_minutes must be between 1 and 1000"));
+            return Err(Error::invalid(
+                "duration_minutes must be between 1 and 1000",
+            ));
         }
         let poster_url = self.poster_url.trim().to_owned();
-        if !poster_url.is_empty()
-            && !(poster_url.starts_with("https://") || poster_url.starts_with("http://"))
-        {
+        let is_http = poster_url.starts_with("https://") || poster_url.starts_with("http://");
+        if !poster_url.is_empty() && !is_http {
             return Err(Error::invalid("poster_url must be an http(s) URL"));
         }
         if poster_url.len() > 2000 {
@@ -318,7 +335,12 @@ impl MovieBody {
 async fn list_movies(State(s): State<AppState>, p: Params) -> Result<Json<List<store::Movie>>> {
     let (limit, offset) = p.page()?;
     let page = store::list_movies(&s.pool, p.get("genre"), limit, offset).await?;
-    Ok(Json(List { items: page.items, total: page.total, limit, offset }))
+    Ok(Json(List {
+        items: page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
 }
 
 async fn get_movie(State(s): State<AppState>, Id(id): Id) -> Result<Json<store::Movie>> {
@@ -428,7 +450,11 @@ async fn update_screen(
             return Err(Error::invalid("a screen cannot move to another cinema"));
         }
     }
-    Ok(Json(store::update_screen(&s.pool, id, &name, &b.layout).await?.into()))
+    Ok(Json(
+        store::update_screen(&s.pool, id, &name, &b.layout)
+            .await?
+            .into(),
+    ))
 }
 
 async fn delete_screen(State(s): State<AppState>, _: Admin, Id(id): Id) -> Result<Response> {
@@ -492,10 +518,7 @@ impl ShowtimeBody {
     }
 }
 
-async fn list_showtimes(
-    State(s): State<AppState>,
-    p: Params,
-) -> Result<Json<List<ShowtimeView>>> {
+async fn list_showtimes(State(s): State<AppState>, p: Params) -> Result<Json<List<ShowtimeView>>> {
     let (limit, offset) = p.page()?;
     let mut filter = store::ShowtimeFilter {
         movie_id: p.id("movie_id")?,
@@ -529,8 +552,12 @@ async fn create_showtime(
     _: Admin,
     ApiJson(b): ApiJson<ShowtimeBody>,
 ) -> Result<Response> {
-    let movie_id = b.movie_id.ok_or_else(|| Error::invalid("movie_id is required"))?;
-    let screen_id = b.screen_id.ok_or_else(|| Error::invalid("screen_id is required"))?;
+    let movie_id = b
+        .movie_id
+        .ok_or_else(|| Error::invalid("movie_id is required"))?;
+    let screen_id = b
+        .screen_id
+        .ok_or_else(|| Error::invalid("screen_id is required"))?;
     let input = b.input()?;
     let showtime = store::create_showtime(&s.pool, movie_id, screen_id, &input).await?;
     Ok(created(ShowtimeView::from(showtime)))
@@ -551,7 +578,9 @@ async fn update_showtime(
             "movie_id and screen_id of a showtime cannot change; schedule a new showtime",
         ));
     }
-    Ok(Json(store::update_showtime(&s.pool, id, &input).await?.into()))
+    Ok(Json(
+        store::update_showtime(&s.pool, id, &input).await?.into(),
+    ))
 }
 
 async fn delete_showtime(State(s): State<AppState>, _: Admin, Id(id): Id) -> Result<Response> {

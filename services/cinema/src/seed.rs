@@ -9,11 +9,7 @@ use chrono::{Datelike, Duration, NaiveTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{
-    domain::Layout,
-    error::Error,
-    store,
-};
+use crate::{domain::Layout, error::Error, store};
 
 struct CinemaSeed {
     name: &'static str,
@@ -26,7 +22,11 @@ const CINEMAS: &[CinemaSeed] = &[
     CinemaSeed {
         name: "MovieBook Central",
         location: "12 Market Street, Springfield",
-        screens: &[("Screen 1", 10, 14, 2, 1), ("Screen 2", 8, 12, 2, 0), ("IMAX", 14, 20, 3, 2)],
+        screens: &[
+            ("Screen 1", 10, 14, 2, 1),
+            ("Screen 2", 8, 12, 2, 0),
+            ("IMAX", 14, 20, 3, 2),
+        ],
     },
     CinemaSeed {
         name: "MovieBook Riverside",
@@ -42,18 +42,102 @@ const CINEMAS: &[CinemaSeed] = &[
 
 /// (title, genre, minutes, rating, release date, description)
 const MOVIES: &[(&str, &str, i32, &str, &str, &str)] = &[
-    ("The Last Lighthouse", "Drama", 118, "PG-13", "2025-09-12", "A keeper refuses to leave the last manned lighthouse on the coast."),
-    ("Orbit of Ashes", "Science Fiction", 142, "PG-13", "2025-10-03", "A salvage crew finds a derelict station that should not exist."),
-    ("Midnight in Lisbon", "Romance", 104, "PG", "2025-08-22", "Two strangers miss the last tram and find the city awake."),
-    ("Iron Valley", "Action", 127, "R", "2025-11-07", "A retired marshal returns for one last convoy through the pass."),
-    ("The Paper Kingdom", "Animation", 96, "G", "2025-07-18", "Origami creatures defend their library from a paper shredder."),
-    ("Silent Frequency", "Thriller", 111, "R", "2025-10-24", "A radio operator hears her own voice from the future."),
-    ("Laugh Track", "Comedy", 99, "PG-13", "2025-09-26", "A sitcom family discovers they are in a sitcom."),
-    ("Beneath the Glacier", "Documentary", 88, "PG", "2025-06-13", "Scientists spend a winter inside a melting glacier."),
-    ("Crown of Thorns", "Historical", 165, "R", "2025-11-14", "The rise and fall of a medieval queen in a divided kingdom."),
-    ("The Haunting of Elm Hollow", "Horror", 108, "R", "2025-10-31", "A family restores an old house that restores itself."),
-    ("Speed of Light", "Adventure", 131, "PG-13", "2025-08-01", "Rival couriers race across three continents with one parcel."),
-    ("Small Wonders", "Family", 92, "G", "2025-07-04", "A girl and her grandfather build a robot for the county fair."),
+    (
+        "The Last Lighthouse",
+        "Drama",
+        118,
+        "PG-13",
+        "2025-09-12",
+        "A keeper refuses to leave the last manned lighthouse on the coast.",
+    ),
+    (
+        "Orbit of Ashes",
+        "Science Fiction",
+        142,
+        "PG-13",
+        "2025-10-03",
+        "A salvage crew finds a derelict station that should not exist.",
+    ),
+    (
+        "Midnight in Lisbon",
+        "Romance",
+        104,
+        "PG",
+        "2025-08-22",
+        "Two strangers miss the last tram and find the city awake.",
+    ),
+    (
+        "Iron Valley",
+        "Action",
+        127,
+        "R",
+        "2025-11-07",
+        "A retired marshal returns for one last convoy through the pass.",
+    ),
+    (
+        "The Paper Kingdom",
+        "Animation",
+        96,
+        "G",
+        "2025-07-18",
+        "Origami creatures defend their library from a paper shredder.",
+    ),
+    (
+        "Silent Frequency",
+        "Thriller",
+        111,
+        "R",
+        "2025-10-24",
+        "A radio operator hears her own voice from the future.",
+    ),
+    (
+        "Laugh Track",
+        "Comedy",
+        99,
+        "PG-13",
+        "2025-09-26",
+        "A sitcom family discovers they are in a sitcom.",
+    ),
+    (
+        "Beneath the Glacier",
+        "Documentary",
+        88,
+        "PG",
+        "2025-06-13",
+        "Scientists spend a winter inside a melting glacier.",
+    ),
+    (
+        "Crown of Thorns",
+        "Historical",
+        165,
+        "R",
+        "2025-11-14",
+        "The rise and fall of a medieval queen in a divided kingdom.",
+    ),
+    (
+        "The Haunting of Elm Hollow",
+        "Horror",
+        108,
+        "R",
+        "2025-10-31",
+        "A family restores an old house that restores itself.",
+    ),
+    (
+        "Speed of Light",
+        "Adventure",
+        131,
+        "PG-13",
+        "2025-08-01",
+        "Rival couriers race across three continents with one parcel.",
+    ),
+    (
+        "Small Wonders",
+        "Family",
+        92,
+        "G",
+        "2025-07-04",
+        "A girl and her grandfather build a robot for the county fair.",
+    ),
 ];
 
 /// Daily slots (UTC): spaced so the longest seeded movie fits between two of them.

@@ -77,7 +77,9 @@ pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
 /// Pure decision behind [`check_schema`].
 pub fn check_schema_versions(applied: i64, dirty: bool, required: i64) -> anyhow::Result<()> {
     if dirty {
-        anyhow::bail!("a migration failed half-way; fix the database and run `cinema-service migrate`");
+        anyhow::bail!(
+            "a migration failed half-way; fix the database and run `cinema-service migrate`"
+        );
     }
     if applied < required {
         anyhow::bail!(
@@ -209,12 +211,12 @@ pub async fn get_cinema(pool: &PgPool, id: Uuid) -> Result<Cinema> {
 }
 
 pub async fn cinemas_by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Cinema>> {
-    Ok(
-        sqlx::query_as::<_, Cinema>(&format!("{CINEMA_SELECT} WHERE c.id = ANY($1) ORDER BY c.name"))
-            .bind(ids)
-            .fetch_all(pool)
-            .await?,
-    )
+    Ok(sqlx::query_as::<_, Cinema>(&format!(
+        "{CINEMA_SELECT} WHERE c.id = ANY($1) ORDER BY c.name"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
 }
 
 pub async fn upsert_cinema(
@@ -669,9 +671,7 @@ pub async fn update_showtime(pool: &PgPool, id: Uuid, input: &ShowtimeInput) -> 
     .await?;
     let (screen_id, start, end) =
         current.ok_or_else(|| Error::not_found(format!("showtime {id} not found")))?;
-    let end_time = input
-        .end_time
-        .unwrap_or(input.start_time + (end - start));
+    let end_time = input.end_time.unwrap_or(input.start_time + (end - start));
     if end_time <= input.start_time {
         return Err(Error::invalid("end_time must be after start_time"));
     }
@@ -709,10 +709,11 @@ pub async fn update_showtime(pool: &PgPool, id: Uuid, input: &ShowtimeInput) -> 
 /// Deletes a showtime unless a seat of it is held (live) or sold.
 pub async fn delete_showtime(pool: &PgPool, id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM showtimes WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let found: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM showtimes WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if found.is_none() {
         return Err(Error::not_found(format!("showtime {id} not found")));
     }
@@ -743,7 +744,11 @@ pub async fn delete_showtime(pool: &PgPool, id: Uuid) -> Result<()> {
 // ---- seat inventory --------------------------------------------------------------------------
 
 /// Seats of a showtime with their live status; `numbers` = None means every seat.
-pub async fn seats(pool: &PgPool, showtime_id: Uuid, numbers: Option<&[String]>) -> Result<Vec<Seat>> {
+pub async fn seats(
+    pool: &PgPool,
+    showtime_id: Uuid,
+    numbers: Option<&[String]>,
+) -> Result<Vec<Seat>> {
     Ok(sqlx::query_as::<_, Seat>(&format!(
         "SELECT s.seat_number, s.row_label, s.seat_col, s.seat_type, s.price_cents, \
          {LIVE_STATUS} AS status, \
@@ -796,7 +801,9 @@ pub struct Hold {
 pub enum LockOutcome {
     Locked(Hold),
     /// Some seats are held or sold by someone else; nothing was locked.
-    Unavailable { failed: Vec<String> },
+    Unavailable {
+        failed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -814,12 +821,19 @@ const LOCK_SELECT: &str = "SELECT id, booking_id, showtime_id, seat_numbers, sta
      expires_at > now() AS live FROM seat_locks";
 
 /// Holds `seats` (normalised, sorted, distinct) of a showtime for `booking_id`, all or
-/// nothing.
+/// nothing, in ONE statement (so one round trip, atomic on its own):
 ///
-/// One transaction: the hold row is inserted first (its unique booking id makes a concurrent
-/// retry wait and then replay this hold), then one statement locks the seat rows in seat order
-/// and flips exactly those that are free (available, or held with an expired time). Unless it
-/// flipped every requested seat the transaction rolls back, so nothing is ever half-held.
+/// 1. `target` locks the requested seat rows in seat order (`FOR UPDATE`): concurrent lockers
+///    of overlapping seats queue behind each other and can never deadlock; once a row is
+///    locked its values are final until this statement commits;
+/// 2. `verdict` is true only if every requested seat exists, every one is free (available, or
+///    held with a time that passed) and the showtime has not started;
+/// 3. only then is the hold row inserted (its unique booking id makes a concurrent retry
+///    wait, then find the hold and replay it) and
+/// 4. are exactly those seats flipped to LOCKED — re-checked free as a second guard.
+///
+/// The result has one row per existing requested seat with whether it was free and, if the
+/// hold was taken, its type and price; anything else is diagnosed after the fact.
 pub async fn lock_seats(
     pool: &PgPool,
     showtime_id: Uuid,
@@ -827,78 +841,77 @@ pub async fn lock_seats(
     booking_id: &str,
     lock_seconds: i32,
 ) -> Result<LockOutcome> {
-    let mut tx = pool.begin().await?;
     let lock_id = Uuid::now_v7();
-    let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "INSERT INTO seat_locks (id, booking_id, showtime_id, seat_numbers, status, expires_at) \
-         VALUES ($1, $2, $3, $4, 'HELD', now() + make_interval(secs => $5)) \
-         ON CONFLICT (booking_id) DO NOTHING RETURNING expires_at",
-    )
-    .bind(lock_id)
-    .bind(booking_id)
-    .bind(showtime_id)
-    .bind(seats)
-    .bind(f64::from(lock_seconds))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(expires_at) = expires_at else {
-        tx.rollback().await?;
-        return replay_lock(pool, showtime_id, seats, booking_id).await;
-    };
-    let taken: Vec<(String, String, i64)> = sqlx::query_as(
-        "WITH target AS ( \
-           SELECT seat_number FROM seats WHERE showtime_id = $1 AND seat_number = ANY($2) \
-           ORDER BY seat_number FOR UPDATE) \
-         UPDATE seats s SET status = 'LOCKED', lock_id = $3, booking_id = $4, locked_until = $5, \
-           booked_by = NULL, updated_at = now() \
-         FROM target t \
-         WHERE s.showtime_id = $1 AND s.seat_number = t.seat_number \
-           AND (s.status = 'AVAILABLE' OR (s.status = 'LOCKED' AND s.locked_until <= now())) \
-           AND EXISTS (SELECT 1 FROM showtimes st WHERE st.id = $1 AND st.start_time > now()) \
-         RETURNING s.seat_number, s.seat_type, s.price_cents",
-    )
-    .bind(showtime_id)
-    .bind(seats)
-    .bind(lock_id)
-    .bind(booking_id)
-    .bind(expires_at)
-    .fetch_all(&mut *tx)
-    .await?;
-    if taken.len() == seats.len() {
-        tx.commit().await?;
-        let mut taken = taken;
-        taken.sort();
-        return Ok(LockOutcome::Locked(Hold {
-            lock_id,
-            expires_at,
-            seats: taken,
-            replayed: false,
-            confirmed: false,
-        }));
+    let rows: Vec<(String, bool, Option<String>, Option<i64>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(
+            "WITH target AS ( \
+               SELECT seat_number, (status = 'AVAILABLE' \
+                 OR (status = 'LOCKED' AND locked_until <= now())) AS free \
+               FROM seats WHERE showtime_id = $1 AND seat_number = ANY($2) \
+               ORDER BY seat_number FOR UPDATE), \
+             verdict AS ( \
+               SELECT count(*) = cardinality($2::text[]) AND coalesce(bool_and(free), false) \
+                 AND EXISTS (SELECT 1 FROM showtimes WHERE id = $1 AND start_time > now()) AS ok \
+               FROM target), \
+             ins AS ( \
+               INSERT INTO seat_locks (id, booking_id, showtime_id, seat_numbers, status, expires_at) \
+               SELECT $3, $4, $1, $2, 'HELD', now() + make_interval(secs => $5) \
+               FROM verdict WHERE ok \
+               ON CONFLICT (booking_id) DO NOTHING \
+               RETURNING expires_at), \
+             upd AS ( \
+               UPDATE seats s SET status = 'LOCKED', lock_id = $3, booking_id = $4, \
+                 locked_until = ins.expires_at, booked_by = NULL, updated_at = now() \
+               FROM target t, ins \
+               WHERE s.showtime_id = $1 AND s.seat_number = t.seat_number \
+                 AND (s.status = 'AVAILABLE' OR (s.status = 'LOCKED' AND s.locked_until <= now())) \
+               RETURNING s.seat_number, s.seat_type, s.price_cents, ins.expires_at) \
+             SELECT t.seat_number, t.free, u.seat_type, u.price_cents, u.expires_at \
+             FROM target t LEFT JOIN upd u ON u.seat_number = t.seat_number \
+             ORDER BY t.seat_number",
+        )
+        .bind(showtime_id)
+        .bind(seats)
+        .bind(lock_id)
+        .bind(booking_id)
+        .bind(f64::from(lock_seconds))
+        .fetch_all(pool)
+        .await?;
+    let held: Vec<(String, String, i64)> = rows
+        .iter()
+        .filter_map(|(n, _, t, p, _)| Some((n.clone(), t.clone()?, (*p)?)))
+        .collect();
+    let expires_at = rows.iter().find_map(|r| r.4);
+    if let Some(expires_at) = expires_at {
+        if held.len() == seats.len() {
+            return Ok(LockOutcome::Locked(Hold {
+                lock_id,
+                expires_at,
+                seats: held,
+                replayed: false,
+                confirmed: false,
+            }));
+        }
+        // Cannot happen (the rows were locked and verified free), but if it ever did, never
+        // leave a partial hold behind.
+        tracing::error!(%lock_id, "partial hold detected; releasing it");
+        release_lock(pool, lock_id, booking_id).await?;
+        return Err(Error::Unavailable(
+            "seats changed concurrently; retry".into(),
+        ));
     }
-    tx.rollback().await?;
     // Nothing was locked; say why.
     let started: Option<bool> =
         sqlx::query_scalar("SELECT start_time <= now() FROM showtimes WHERE id = $1")
             .bind(showtime_id)
             .fetch_optional(pool)
             .await?;
-    match started {
-        None => return Err(Error::not_found(format!("showtime {showtime_id} not found"))),
-        Some(true) => {
-            return Err(Error::FailedPrecondition(format!(
-                "showtime {showtime_id} has already started"
-            )));
-        }
-        Some(false) => {}
-    }
-    let existing: Vec<String> = sqlx::query_scalar(
-        "SELECT seat_number FROM seats WHERE showtime_id = $1 AND seat_number = ANY($2)",
-    )
-    .bind(showtime_id)
-    .bind(seats)
-    .fetch_all(pool)
-    .await?;
+    let Some(started) = started else {
+        return Err(Error::not_found(format!(
+            "showtime {showtime_id} not found"
+        )));
+    };
+    let existing: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     let unknown = domain::missing(seats, &existing);
     if !unknown.is_empty() {
         return Err(Error::invalid(format!(
@@ -906,13 +919,27 @@ pub async fn lock_seats(
             unknown.join(", ")
         )));
     }
-    let got: Vec<String> = taken.into_iter().map(|(n, _, _)| n).collect();
-    Ok(LockOutcome::Unavailable {
-        failed: domain::missing(seats, &got)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-    })
+    let has_hold: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM seat_locks WHERE booking_id = $1)")
+            .bind(booking_id)
+            .fetch_one(pool)
+            .await?;
+    if has_hold {
+        return replay_lock(pool, showtime_id, seats, booking_id).await;
+    }
+    if started {
+        return Err(Error::FailedPrecondition(format!(
+            "showtime {showtime_id} has already started"
+        )));
+    }
+    let failed: Vec<String> = rows.into_iter().filter(|r| !r.1).map(|r| r.0).collect();
+    if failed.is_empty() {
+        // The seats changed between the attempt and this diagnosis; the caller may retry.
+        return Err(Error::Unavailable(
+            "seats changed concurrently; retry".into(),
+        ));
+    }
+    Ok(LockOutcome::Unavailable { failed })
 }
 
 /// A LockSeats whose booking id already has a hold: the same request gets the same hold back;
@@ -983,10 +1010,7 @@ pub enum HoldChange {
     Refused(String),
 }
 
-async fn lock_for_update(
-    tx: &mut Transaction<'_, Postgres>,
-    lock_id: Uuid,
-) -> Result<LockRow> {
+async fn lock_for_update(tx: &mut Transaction<'_, Postgres>, lock_id: Uuid) -> Result<LockRow> {
     sqlx::query_as::<_, LockRow>(&format!("{LOCK_SELECT} WHERE id = $1 FOR UPDATE"))
         .bind(lock_id)
         .fetch_optional(&mut **tx)
@@ -1039,29 +1063,51 @@ async fn set_lock_status(
     Ok(())
 }
 
-/// Releases a hold (its seats go back on sale). Idempotent; a sold hold is refused.
+/// Releases a hold (its seats go back on sale) in one statement: the hold row is locked, then
+/// its seat rows in seat order, both updated only if the hold is still HELD by this booking.
+/// Idempotent; a sold hold is refused.
 pub async fn release_lock(pool: &PgPool, lock_id: Uuid, booking_id: &str) -> Result<HoldChange> {
-    let mut tx = pool.begin().await?;
-    let row = lock_for_update(&mut tx, lock_id).await?;
-    if row.booking_id != booking_id {
-        return Ok(HoldChange::Refused(format!(
-            "lock {lock_id} belongs to another booking"
-        )));
-    }
-    let outcome = match row.status.as_str() {
-        "HELD" => {
-            let freed = free_seats_of(&mut tx, row.showtime_id, lock_id, "LOCKED").await?;
-            set_lock_status(&mut tx, lock_id, "RELEASED", None).await?;
-            HoldChange::Done(freed)
+    let row: Option<(String, String, Vec<String>, Vec<String>)> = sqlx::query_as(
+        "WITH l AS ( \
+           SELECT id, showtime_id, booking_id, status, seat_numbers FROM seat_locks \
+           WHERE id = $1 FOR UPDATE), \
+         target AS ( \
+           SELECT s.seat_number FROM seats s JOIN l \
+             ON s.showtime_id = l.showtime_id AND s.lock_id = l.id \
+           WHERE l.booking_id = $2 AND l.status = 'HELD' \
+           ORDER BY s.seat_number FOR UPDATE OF s), \
+         freed AS ( \
+           UPDATE seats s SET status = 'AVAILABLE', lock_id = NULL, booking_id = NULL, \
+             locked_until = NULL, booked_by = NULL, updated_at = now() \
+           FROM target t, l \
+           WHERE s.showtime_id = l.showtime_id AND s.seat_number = t.seat_number \
+             AND s.lock_id = l.id AND s.status = 'LOCKED' \
+           RETURNING s.seat_number), \
+         done AS ( \
+           UPDATE seat_locks x SET status = 'RELEASED', updated_at = now() FROM l \
+           WHERE x.id = l.id AND l.booking_id = $2 AND l.status = 'HELD' RETURNING x.id) \
+         SELECT l.booking_id, l.status, l.seat_numbers, \
+           (SELECT coalesce(array_agg(seat_number ORDER BY seat_number), '{}') FROM freed) \
+         FROM l",
+    )
+    .bind(lock_id)
+    .bind(booking_id)
+    .fetch_optional(pool)
+    .await?;
+    let (owner, status, seats, freed) =
+        row.ok_or_else(|| Error::not_found(format!("lock {lock_id} not found")))?;
+    Ok(if owner != booking_id {
+        HoldChange::Refused(format!("lock {lock_id} belongs to another booking"))
+    } else {
+        match status.as_str() {
+            "HELD" => HoldChange::Done(freed),
+            "RELEASED" | "EXPIRED" => HoldChange::AlreadyDone(seats),
+            other => HoldChange::Refused(format!(
+                "lock {lock_id} is {}: its seats are sold (use ReleaseBookedSeats to return them)",
+                other.to_lowercase()
+            )),
         }
-        "RELEASED" | "EXPIRED" => HoldChange::AlreadyDone(row.seat_numbers),
-        _ => HoldChange::Refused(format!(
-            "lock {lock_id} is {}: its seats are sold (use ReleaseBookedSeats to return them)",
-            row.status.to_lowercase()
-        )),
-    };
-    tx.commit().await?;
-    Ok(outcome)
+    })
 }
 
 /// Sells the seats of a live hold to `user_id`: all of them or none.
@@ -1140,13 +1186,12 @@ pub async fn release_booked(
     showtime_id: Option<Uuid>,
 ) -> Result<HoldChange> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query_as::<_, LockRow>(&format!(
-        "{LOCK_SELECT} WHERE booking_id = $1 FOR UPDATE"
-    ))
-    .bind(booking_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| Error::not_found(format!("booking {booking_id} holds no seats")))?;
+    let row =
+        sqlx::query_as::<_, LockRow>(&format!("{LOCK_SELECT} WHERE booking_id = $1 FOR UPDATE"))
+            .bind(booking_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("booking {booking_id} holds no seats")))?;
     if showtime_id.is_some_and(|s| s != row.showtime_id) {
         return Err(Error::not_found(format!(
             "booking {booking_id} holds no seats in that showtime"

@@ -40,14 +40,18 @@ impl TestDb {
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let admin_url = with_database(base_url, "postgres")?;
         let url = with_database(base_url, &name)?;
-        let mut admin = PgConnection::connect(&admin_url).await.map_err(|e| {
-            anyhow::anyhow!("cannot connect to PostgreSQL at {admin_url}: {e}")
-        })?;
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL at {admin_url}: {e}"))?;
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut admin)
             .await?;
         admin.close().await?;
-        let db = Self { url, admin_url, name };
+        let db = Self {
+            url,
+            admin_url,
+            name,
+        };
         let pool = crate::store::pool(&db.url, 2, std::time::Duration::from_secs(10))?;
         crate::store::migrate(&pool).await?;
         pool.close().await;
@@ -104,7 +108,10 @@ mod tests {
             with_database("postgres://u:p@h:5432/db?sslmode=disable", "x").unwrap(),
             "postgres://u:p@h:5432/x?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h", "x").unwrap(), "postgres://h/x");
+        assert_eq!(
+            with_database("postgres://h", "x").unwrap(),
+            "postgres://h/x"
+        );
         assert!(with_database("nonsense", "x").is_err());
     }
 }

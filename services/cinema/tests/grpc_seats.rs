@@ -124,8 +124,11 @@ async fn concurrent_clients_never_share_a_seat() {
         if resp.success {
             assert!(resp.failed_seats.is_empty());
             assert!(lock_ids.insert(resp.lock_id.clone()), "lock id reused");
-            let got: BTreeSet<String> =
-                resp.seat_prices.iter().map(|p| p.seat_number.clone()).collect();
+            let got: BTreeSet<String> = resp
+                .seat_prices
+                .iter()
+                .map(|p| p.seat_number.clone())
+                .collect();
             assert_eq!(got, asked, "client {i} holds exactly what it asked");
             for s in got {
                 if let Some((other, _)) = granted.insert(s.clone(), (i, resp.lock_id.clone())) {
@@ -134,18 +137,30 @@ async fn concurrent_clients_never_share_a_seat() {
             }
         } else {
             assert!(resp.lock_id.is_empty());
-            assert!(!resp.failed_seats.is_empty(), "client {i} learns what it lost");
+            assert!(
+                !resp.failed_seats.is_empty(),
+                "client {i} learns what it lost"
+            );
             for f in &resp.failed_seats {
-                assert!(asked.contains(f), "client {i} told about a seat it did not ask for");
+                assert!(
+                    asked.contains(f),
+                    "client {i} told about a seat it did not ask for"
+                );
             }
             losers.push((i, resp.failed_seats));
         }
     }
-    assert!(!granted.is_empty() && !losers.is_empty(), "the race had winners and losers");
+    assert!(
+        !granted.is_empty() && !losers.is_empty(),
+        "the race had winners and losers"
+    );
     // Every seat a loser lost is held by a winner.
     for (i, failed) in &losers {
         for f in failed {
-            assert!(granted.contains_key(f), "client {i} lost {f} but nobody holds it");
+            assert!(
+                granted.contains_key(f),
+                "client {i} lost {f} but nobody holds it"
+            );
         }
     }
     // The database agrees: exactly the granted seats are locked, each by its winner's lock.
@@ -161,7 +176,10 @@ async fn concurrent_clients_never_share_a_seat() {
         match granted.get(seat) {
             Some((_, lock_id)) => {
                 assert_eq!(status, "LOCKED", "{seat}");
-                assert_eq!(lock.map(|l| l.to_string()).as_deref(), Some(lock_id.as_str()));
+                assert_eq!(
+                    lock.map(|l| l.to_string()).as_deref(),
+                    Some(lock_id.as_str())
+                );
             }
             None => assert_eq!(status, "AVAILABLE", "{seat}"),
         }
@@ -267,7 +285,11 @@ async fn confirm_needs_the_live_hold_of_that_booking() {
         .unwrap()
         .into_inner();
     assert!(!wrong.success);
-    assert!(wrong.message.contains("another booking"), "{}", wrong.message);
+    assert!(
+        wrong.message.contains("another booking"),
+        "{}",
+        wrong.message
+    );
     let map = seat_status(&mut c, &showtime).await;
     assert_eq!(map["B1"], proto::SeatStatus::Locked);
     // Release then confirm: refused.
@@ -291,19 +313,23 @@ async fn confirm_needs_the_live_hold_of_that_booking() {
         .await
         .unwrap()
         .into_inner();
-    assert!(c
-        .confirm_seat_booking(confirm_req(&b.lock_id, "booking-c"))
-        .await
-        .unwrap()
-        .into_inner()
-        .success);
+    assert!(
+        c.confirm_seat_booking(confirm_req(&b.lock_id, "booking-c"))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
     let rel = c
         .release_seat_lock(release_req(&b.lock_id, "booking-c"))
         .await
         .unwrap()
         .into_inner();
     assert!(!rel.success);
-    assert_eq!(seat_status(&mut c, &showtime).await["B3"], proto::SeatStatus::Booked);
+    assert_eq!(
+        seat_status(&mut c, &showtime).await["B3"],
+        proto::SeatStatus::Booked
+    );
     for _ in 0..2 {
         let back = c
             .release_booked_seats(proto::ReleaseBookedSeatsRequest {
@@ -316,7 +342,10 @@ async fn confirm_needs_the_live_hold_of_that_booking() {
         assert!(back.success, "{back:?}");
         assert_eq!(back.released_seats, seats(&["B3"]));
     }
-    assert_eq!(seat_status(&mut c, &showtime).await["B3"], proto::SeatStatus::Available);
+    assert_eq!(
+        seat_status(&mut c, &showtime).await["B3"],
+        proto::SeatStatus::Available
+    );
     assert_eq!(available_seats(&mut c, &showtime).await, 10);
     svc.stop().await;
 }
@@ -339,7 +368,11 @@ async fn retries_are_idempotent() {
         let mut c = svc.client().await;
         let showtime = showtime.clone();
         tasks.push(tokio::spawn(async move {
-            let order: &[&str] = if i % 2 == 0 { &["A2", "A1"] } else { &["A1", "A2"] };
+            let order: &[&str] = if i % 2 == 0 {
+                &["A2", "A1"]
+            } else {
+                &["A1", "A2"]
+            };
             c.lock_seats(lock_req(&showtime, order, "retry-1", 120))
                 .await
                 .map(|r| r.into_inner())
@@ -383,7 +416,10 @@ async fn retries_are_idempotent() {
         .unwrap_err();
     assert_eq!(other.code(), Code::FailedPrecondition);
     assert!(other.message().contains("retry-1"), "{}", other.message());
-    assert_eq!(seat_status(&mut c, &showtime).await["B1"], proto::SeatStatus::Available);
+    assert_eq!(
+        seat_status(&mut c, &showtime).await["B1"],
+        proto::SeatStatus::Available
+    );
     // Confirm twice: same seats both times.
     for _ in 0..2 {
         let r = c
@@ -471,7 +507,11 @@ async fn the_sweeper_frees_expired_holds() {
     svc.stop().await;
 }
 
-fn expect_code<T: std::fmt::Debug>(what: &str, r: Result<tonic::Response<T>, tonic::Status>, code: Code) {
+fn expect_code<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+) {
     match r {
         Ok(resp) => panic!("{what}: expected {code:?}, got OK {:?}", resp.into_inner()),
         Err(s) => {
@@ -493,24 +533,79 @@ async fn bad_input_is_invalid_argument_or_not_found_never_internal() {
         showtime_id: id.to_owned(),
         seat_numbers: s,
     };
-    expect_code("check: empty id", c.check_seat_availability(check("", seats(&["A1"]))).await, Invalid);
-    expect_code("check: malformed id", c.check_seat_availability(check("42", seats(&["A1"]))).await, Invalid);
-    expect_code("check: unknown id", c.check_seat_availability(check(&unknown, seats(&["A1"]))).await, NotFound);
-    expect_code("check: no seats", c.check_seat_availability(check(&showtime, vec![])).await, Invalid);
-    expect_code("check: duplicates", c.check_seat_availability(check(&showtime, seats(&["A1", "A1"]))).await, Invalid);
-    expect_code("check: unknown seat", c.check_seat_availability(check(&showtime, seats(&["Z99"]))).await, Invalid);
+    expect_code(
+        "check: empty id",
+        c.check_seat_availability(check("", seats(&["A1"]))).await,
+        Invalid,
+    );
+    expect_code(
+        "check: malformed id",
+        c.check_seat_availability(check("42", seats(&["A1"]))).await,
+        Invalid,
+    );
+    expect_code(
+        "check: unknown id",
+        c.check_seat_availability(check(&unknown, seats(&["A1"])))
+            .await,
+        NotFound,
+    );
+    expect_code(
+        "check: no seats",
+        c.check_seat_availability(check(&showtime, vec![])).await,
+        Invalid,
+    );
+    expect_code(
+        "check: duplicates",
+        c.check_seat_availability(check(&showtime, seats(&["A1", "A1"])))
+            .await,
+        Invalid,
+    );
+    expect_code(
+        "check: unknown seat",
+        c.check_seat_availability(check(&showtime, seats(&["Z99"])))
+            .await,
+        Invalid,
+    );
 
     let many: Vec<String> = (1..=300).map(|i| format!("A{i}")).collect();
     let cases: Vec<(&str, proto::LockSeatsRequest, Code)> = vec![
         ("lock: empty id", lock_req("", &["A1"], "b", 10), Invalid),
-        ("lock: malformed id", lock_req("not-a-uuid", &["A1"], "b", 10), Invalid),
-        ("lock: unknown id", lock_req(&unknown, &["A1"], "b", 10), NotFound),
+        (
+            "lock: malformed id",
+            lock_req("not-a-uuid", &["A1"], "b", 10),
+            Invalid,
+        ),
+        (
+            "lock: unknown id",
+            lock_req(&unknown, &["A1"], "b", 10),
+            NotFound,
+        ),
         ("lock: no seats", lock_req(&showtime, &[], "b", 10), Invalid),
-        ("lock: duplicate seats", lock_req(&showtime, &["A1", "B2", "A1"], "b", 10), Invalid),
-        ("lock: nonexistent seat", lock_req(&showtime, &["A1", "Q7"], "b", 10), Invalid),
-        ("lock: seat past the row", lock_req(&showtime, &["A6"], "b", 10), Invalid),
-        ("lock: malformed seat", lock_req(&showtime, &["'; DROP TABLE seats; --"], "b", 10), Invalid),
-        ("lock: blank seat", lock_req(&showtime, &[" "], "b", 10), Invalid),
+        (
+            "lock: duplicate seats",
+            lock_req(&showtime, &["A1", "B2", "A1"], "b", 10),
+            Invalid,
+        ),
+        (
+            "lock: nonexistent seat",
+            lock_req(&showtime, &["A1", "Q7"], "b", 10),
+            Invalid,
+        ),
+        (
+            "lock: seat past the row",
+            lock_req(&showtime, &["A6"], "b", 10),
+            Invalid,
+        ),
+        (
+            "lock: malformed seat",
+            lock_req(&showtime, &["'; DROP TABLE seats; --"], "b", 10),
+            Invalid,
+        ),
+        (
+            "lock: blank seat",
+            lock_req(&showtime, &[" "], "b", 10),
+            Invalid,
+        ),
         (
             "lock: hundreds of seats",
             proto::LockSeatsRequest {
@@ -519,12 +614,36 @@ async fn bad_input_is_invalid_argument_or_not_found_never_internal() {
             },
             Invalid,
         ),
-        ("lock: negative duration", lock_req(&showtime, &["A1"], "b", -5), Invalid),
-        ("lock: absurd duration", lock_req(&showtime, &["A1"], "b", 86_400 * 365), Invalid),
-        ("lock: i32::MAX duration", lock_req(&showtime, &["A1"], "b", i32::MAX), Invalid),
-        ("lock: i32::MIN duration", lock_req(&showtime, &["A1"], "b", i32::MIN), Invalid),
-        ("lock: no booking id", lock_req(&showtime, &["A1"], "", 10), Invalid),
-        ("lock: huge booking id", lock_req(&showtime, &["A1"], &"x".repeat(10_000), 10), Invalid),
+        (
+            "lock: negative duration",
+            lock_req(&showtime, &["A1"], "b", -5),
+            Invalid,
+        ),
+        (
+            "lock: absurd duration",
+            lock_req(&showtime, &["A1"], "b", 86_400 * 365),
+            Invalid,
+        ),
+        (
+            "lock: i32::MAX duration",
+            lock_req(&showtime, &["A1"], "b", i32::MAX),
+            Invalid,
+        ),
+        (
+            "lock: i32::MIN duration",
+            lock_req(&showtime, &["A1"], "b", i32::MIN),
+            Invalid,
+        ),
+        (
+            "lock: no booking id",
+            lock_req(&showtime, &["A1"], "", 10),
+            Invalid,
+        ),
+        (
+            "lock: huge booking id",
+            lock_req(&showtime, &["A1"], &"x".repeat(10_000), 10),
+            Invalid,
+        ),
     ];
     for (what, req, code) in cases {
         expect_code(what, c.lock_seats(req).await, code);
@@ -545,13 +664,36 @@ async fn bad_input_is_invalid_argument_or_not_found_never_internal() {
         .into_inner();
     assert!(ok.success);
     let left = ok.expires_at - chrono::Utc::now().timestamp();
-    assert!((295..=301).contains(&left), "default hold is 300 s, got {left}");
+    assert!(
+        (295..=301).contains(&left),
+        "default hold is 300 s, got {left}"
+    );
 
-    expect_code("release: malformed lock", c.release_seat_lock(release_req("nope", "b")).await, Invalid);
-    expect_code("release: unknown lock", c.release_seat_lock(release_req(&unknown, "b")).await, NotFound);
-    expect_code("release: no booking", c.release_seat_lock(release_req(&ok.lock_id, "")).await, Invalid);
-    expect_code("confirm: malformed lock", c.confirm_seat_booking(confirm_req("", "b")).await, Invalid);
-    expect_code("confirm: unknown lock", c.confirm_seat_booking(confirm_req(&unknown, "b")).await, NotFound);
+    expect_code(
+        "release: malformed lock",
+        c.release_seat_lock(release_req("nope", "b")).await,
+        Invalid,
+    );
+    expect_code(
+        "release: unknown lock",
+        c.release_seat_lock(release_req(&unknown, "b")).await,
+        NotFound,
+    );
+    expect_code(
+        "release: no booking",
+        c.release_seat_lock(release_req(&ok.lock_id, "")).await,
+        Invalid,
+    );
+    expect_code(
+        "confirm: malformed lock",
+        c.confirm_seat_booking(confirm_req("", "b")).await,
+        Invalid,
+    );
+    expect_code(
+        "confirm: unknown lock",
+        c.confirm_seat_booking(confirm_req(&unknown, "b")).await,
+        NotFound,
+    );
     expect_code(
         "confirm: no user",
         c.confirm_seat_booking(proto::ConfirmSeatBookingRequest {
@@ -563,32 +705,52 @@ async fn bad_input_is_invalid_argument_or_not_found_never_internal() {
     );
     expect_code(
         "details: malformed",
-        c.get_showtime_details(proto::GetShowtimeDetailsRequest { showtime_id: "x".into() }).await,
+        c.get_showtime_details(proto::GetShowtimeDetailsRequest {
+            showtime_id: "x".into(),
+        })
+        .await,
         Invalid,
     );
     expect_code(
         "details: unknown",
-        c.get_showtime_details(proto::GetShowtimeDetailsRequest { showtime_id: unknown.clone() }).await,
+        c.get_showtime_details(proto::GetShowtimeDetailsRequest {
+            showtime_id: unknown.clone(),
+        })
+        .await,
         NotFound,
     );
     expect_code(
         "seat map: unknown",
-        c.get_seat_map(proto::GetSeatMapRequest { showtime_id: unknown.clone() }).await,
+        c.get_seat_map(proto::GetSeatMapRequest {
+            showtime_id: unknown.clone(),
+        })
+        .await,
         NotFound,
     );
     expect_code(
         "batch: malformed",
-        c.batch_get_showtimes(proto::BatchGetShowtimesRequest { showtime_ids: vec![showtime.clone(), "bad".into()] }).await,
+        c.batch_get_showtimes(proto::BatchGetShowtimesRequest {
+            showtime_ids: vec![showtime.clone(), "bad".into()],
+        })
+        .await,
         Invalid,
     );
     expect_code(
         "release booked: unknown booking",
-        c.release_booked_seats(proto::ReleaseBookedSeatsRequest { booking_id: "nobody".into(), showtime_id: String::new() }).await,
+        c.release_booked_seats(proto::ReleaseBookedSeatsRequest {
+            booking_id: "nobody".into(),
+            showtime_id: String::new(),
+        })
+        .await,
         NotFound,
     );
     expect_code(
         "list movies: negative limit",
-        c.list_movies(proto::ListMoviesRequest { limit: -1, ..Default::default() }).await,
+        c.list_movies(proto::ListMoviesRequest {
+            limit: -1,
+            ..Default::default()
+        })
+        .await,
         Invalid,
     );
     // Unknown ids in a batch are simply absent.
@@ -651,6 +813,9 @@ async fn catalogue_calls_serve_the_graphql_layer_in_one_round_trip() {
     assert_eq!(map.seats.len(), 12);
     // Layout::simple(3, 4, 1, 0): rows A, B standard, C premium (x1.5 of 10.00).
     let c1 = map.seats.iter().find(|s| s.seat_number == "C1").unwrap();
-    assert_eq!((c1.seat_type.as_str(), c1.price, c1.row.as_str(), c1.number), ("premium", 15.0, "C", 1));
+    assert_eq!(
+        (c1.seat_type.as_str(), c1.price, c1.row.as_str(), c1.number),
+        ("premium", 15.0, "C", 1)
+    );
     svc.stop().await;
 }

@@ -15,11 +15,17 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 fn keys() -> JwtKeys {
-    JwtKeys::new(defaults::JWT_SECRET, defaults::JWT_ISSUER, Duration::from_secs(600))
+    JwtKeys::new(
+        defaults::JWT_SECRET,
+        defaults::JWT_ISSUER,
+        Duration::from_secs(600),
+    )
 }
 
 fn admin_token() -> String {
-    keys().issue("admin-1", None, &[ADMIN_ROLE.to_owned()]).unwrap()
+    keys()
+        .issue("admin-1", None, &[ADMIN_ROLE.to_owned()])
+        .unwrap()
 }
 
 fn user_token() -> String {
@@ -56,7 +62,10 @@ impl Api {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -64,7 +73,13 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, Some(&admin_token()), Some(body)).await
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(&admin_token()),
+            Some(body),
+        )
+        .await
     }
 }
 
@@ -83,12 +98,33 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
 
     // Writes need a token, and an admin one.
     let cinema = json!({"name": "Roxy", "location": "1 Main St"});
-    let (s, b) = api.send(reqwest::Method::POST, "/api/v1/cinemas", None, Some(cinema.clone())).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/cinemas",
+            None,
+            Some(cinema.clone()),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
     assert_eq!(code(&b), "UNAUTHENTICATED");
-    let (s, b) = api.send(reqwest::Method::POST, "/api/v1/cinemas", Some(&user_token()), Some(cinema.clone())).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/cinemas",
+            Some(&user_token()),
+            Some(cinema.clone()),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
-    let (s, b) = api.send(reqwest::Method::POST, "/api/v1/cinemas", Some("garbage"), Some(cinema.clone())).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/cinemas",
+            Some("garbage"),
+            Some(cinema.clone()),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
 
     let (s, roxy) = api.post("/api/v1/cinemas", cinema.clone()).await;
@@ -96,8 +132,14 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
     let roxy_id = roxy["id"].as_str().unwrap().to_owned();
     let (s, b) = api.post("/api/v1/cinemas", cinema.clone()).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    let (s, b) = api.post("/api/v1/cinemas", json!({"name": "  ", "location": "x"})).await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"), "{b}");
+    let (s, b) = api
+        .post("/api/v1/cinemas", json!({"name": "  ", "location": "x"}))
+        .await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+        "{b}"
+    );
     let (s, b) = api.post("/api/v1/cinemas", json!({"name": "X"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let resp = api
@@ -111,7 +153,12 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
-    let (s, b) = api.post("/api/v1/cinemas", json!({"name": "Odeon", "location": "2 High St"})).await;
+    let (s, b) = api
+        .post(
+            "/api/v1/cinemas",
+            json!({"name": "Odeon", "location": "2 High St"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let odeon_id = b["id"].as_str().unwrap().to_owned();
 
@@ -120,7 +167,9 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
     assert_eq!((s, b["name"].as_str()), (StatusCode::OK, Some("Roxy")));
     let (s, b) = api.get("/api/v1/cinemas/not-a-uuid").await;
     assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"));
-    let (s, b) = api.get(&format!("/api/v1/cinemas/{}", uuid::Uuid::new_v4())).await;
+    let (s, b) = api
+        .get(&format!("/api/v1/cinemas/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     let (s, b) = api.get("/api/v1/cinemas?limit=1").await;
     assert_eq!(s, StatusCode::OK);
@@ -136,9 +185,18 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
 
     // Update.
     let (s, b) = api
-        .send(reqwest::Method::PUT, &format!("/api/v1/cinemas/{roxy_id}"), Some(&admin_token()), Some(json!({"name": "Roxy", "location": "9 New Rd"})))
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/cinemas/{roxy_id}"),
+            Some(&admin_token()),
+            Some(json!({"name": "Roxy", "location": "9 New Rd"})),
+        )
         .await;
-    assert_eq!((s, b["location"].as_str()), (StatusCode::OK, Some("9 New Rd")), "{b}");
+    assert_eq!(
+        (s, b["location"].as_str()),
+        (StatusCode::OK, Some("9 New Rd")),
+        "{b}"
+    );
 
     // Screens: layout validated; total seats derived.
     let (s, b) = api
@@ -164,11 +222,18 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let odeon_screen = b["id"].as_str().unwrap().to_owned();
-    let (_, b) = api.get(&format!("/api/v1/screens?cinema_id={roxy_id}")).await;
+    let (_, b) = api
+        .get(&format!("/api/v1/screens?cinema_id={roxy_id}"))
+        .await;
     assert_eq!(b["total"], 1);
 
     // Movies.
-    let (s, b) = api.post("/api/v1/movies", json!({"title": "Dune", "genre": "Sci-Fi", "duration_minutes": 0})).await;
+    let (s, b) = api
+        .post(
+            "/api/v1/movies",
+            json!({"title": "Dune", "genre": "Sci-Fi", "duration_minutes": 0}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     let (s, b) = api.post("/api/v1/movies", json!({"title": "Dune", "genre": "Sci-Fi", "duration_minutes": 155, "poster_url": "ftp://x"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
@@ -177,7 +242,12 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{dune}");
     let dune_id = dune["id"].as_str().unwrap().to_owned();
-    let (s, heat) = api.post("/api/v1/movies", json!({"title": "Heat", "genre": "Crime", "duration_minutes": 170})).await;
+    let (s, heat) = api
+        .post(
+            "/api/v1/movies",
+            json!({"title": "Heat", "genre": "Crime", "duration_minutes": 170}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{heat}");
     let heat_id = heat["id"].as_str().unwrap().to_owned();
     let (_, b) = api.get("/api/v1/movies?genre=sci-fi").await;
@@ -202,7 +272,11 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
     let (s, b) = api
         .post("/api/v1/showtimes", json!({"movie_id": heat_id, "screen_id": screen_id, "start_time": at(12), "base_price": 10}))
         .await;
-    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "CONFLICT"), "overlap: {b}");
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::CONFLICT, "CONFLICT"),
+        "overlap: {b}"
+    );
     let (s, b) = api
         .post("/api/v1/showtimes", json!({"movie_id": heat_id, "screen_id": odeon_screen, "start_time": at(12), "base_price": 10}))
         .await;
@@ -212,13 +286,19 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 
-    let (_, b) = api.get(&format!("/api/v1/showtimes?movie_id={heat_id}")).await;
+    let (_, b) = api
+        .get(&format!("/api/v1/showtimes?movie_id={heat_id}"))
+        .await;
     assert_eq!(b["total"], 2);
-    let (_, b) = api.get(&format!("/api/v1/showtimes?cinema_id={roxy_id}")).await;
+    let (_, b) = api
+        .get(&format!("/api/v1/showtimes?cinema_id={roxy_id}"))
+        .await;
     assert_eq!(b["total"], 1);
     let (_, b) = api.get(&format!("/api/v1/showtimes?date={day}")).await;
     assert_eq!(b["total"], 2, "{b}");
-    let (_, b) = api.get(&format!("/api/v1/showtimes?date={day}&limit=1&offset=1")).await;
+    let (_, b) = api
+        .get(&format!("/api/v1/showtimes?date={day}&limit=1&offset=1"))
+        .await;
     assert_eq!(b["items"].as_array().unwrap().len(), 1);
     assert_eq!(b["items"][0]["movie_id"].as_str(), Some(heat_id.as_str()));
     let (s, _) = api.get("/api/v1/showtimes?date=tomorrow").await;
@@ -231,11 +311,22 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
     assert_eq!(s, StatusCode::OK);
     let seats = map["seats"].as_array().unwrap();
     assert_eq!(seats.len(), 12);
-    let price = |n: &str| seats.iter().find(|s| s["seat_number"] == n).unwrap()["price"].as_f64().unwrap();
+    let price = |n: &str| {
+        seats.iter().find(|s| s["seat_number"] == n).unwrap()["price"]
+            .as_f64()
+            .unwrap()
+    };
     assert_eq!((price("A1"), price("B5"), price("C3")), (12.5, 18.75, 25.0));
 
     // Deletes: refused while referenced or while seats are held.
-    let (s, b) = api.send(reqwest::Method::DELETE, &format!("/api/v1/movies/{dune_id}"), Some(&admin_token()), None).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/movies/{dune_id}"),
+            Some(&admin_token()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let mut grpc = svc.client().await;
     let lock = grpc
@@ -252,18 +343,49 @@ async fn catalogue_crud_with_admin_writes_and_validation() {
     assert_eq!(lock.total_price, 12.5);
     let (_, b) = api.get(&format!("/api/v1/showtimes/{st1_id}")).await;
     assert_eq!(b["available_seats"], 11);
-    let (s, b) = api.send(reqwest::Method::DELETE, &format!("/api/v1/showtimes/{st1_id}"), Some(&admin_token()), None).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/showtimes/{st1_id}"),
+            Some(&admin_token()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    grpc.release_seat_lock(proto::ReleaseSeatLockRequest { lock_id: lock.lock_id, booking_id: "held".into() })
-        .await
-        .unwrap();
-    let (s, _) = api.send(reqwest::Method::DELETE, &format!("/api/v1/showtimes/{st1_id}"), Some(&user_token()), None).await;
+    grpc.release_seat_lock(proto::ReleaseSeatLockRequest {
+        lock_id: lock.lock_id,
+        booking_id: "held".into(),
+    })
+    .await
+    .unwrap();
+    let (s, _) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/showtimes/{st1_id}"),
+            Some(&user_token()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, b) = api.send(reqwest::Method::DELETE, &format!("/api/v1/showtimes/{st1_id}"), Some(&admin_token()), None).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/showtimes/{st1_id}"),
+            Some(&admin_token()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let (s, _) = api.get(&format!("/api/v1/showtimes/{st1_id}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, b) = api.send(reqwest::Method::DELETE, &format!("/api/v1/movies/{dune_id}"), Some(&admin_token()), None).await;
+    let (s, b) = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/movies/{dune_id}"),
+            Some(&admin_token()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
 
     // Unknown route: shared error shape.
@@ -277,26 +399,38 @@ async fn ops_endpoints_and_grpc_metrics() {
     let svc = Service::start().await;
     let api = Api::new(&svc);
     let (s, b) = api.get("/actuator/health").await;
-    assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("UP")), "{b}");
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("UP")),
+        "{b}"
+    );
     assert_eq!(b["components"]["postgres"]["status"], "UP");
     let (s, _) = api.get("/health").await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = api.get("/ready").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let mut grpc = svc.client().await;
-    grpc.list_cinemas(proto::ListCinemasRequest {}).await.unwrap();
+    grpc.list_cinemas(proto::ListCinemasRequest {})
+        .await
+        .unwrap();
     let _ = grpc
-        .get_showtime_details(proto::GetShowtimeDetailsRequest { showtime_id: "bad".into() })
+        .get_showtime_details(proto::GetShowtimeDetailsRequest {
+            showtime_id: "bad".into(),
+        })
         .await;
     let (s, text) = api.get("/metrics").await;
     assert_eq!(s, StatusCode::OK);
     let text = text.as_str().unwrap_or_default().to_owned();
     assert!(
-        text.lines().any(|l| l.contains("protocol=\"grpc\"") && l.contains("/cinema.CinemaService/ListCinemas") && l.contains("status=\"0\"")),
+        text.lines().any(|l| l.contains("protocol=\"grpc\"")
+            && l.contains("/cinema.CinemaService/ListCinemas")
+            && l.contains("status=\"0\"")),
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.contains("/cinema.CinemaService/GetShowtimeDetails") && l.contains("status=\"3\"")),
+        text.lines()
+            .any(|l| l.contains("/cinema.CinemaService/GetShowtimeDetails")
+                && l.contains("status=\"3\"")),
         "{text}"
     );
     svc.stop().await;
@@ -321,7 +455,10 @@ async fn seed_is_idempotent_and_realistic() {
     cinema_service::seed::run(&svc.pool).await.unwrap();
     let second = counts(svc.pool.clone()).await;
     assert_eq!(first, second, "a second seed adds nothing");
-    assert!(first[0] >= 3 && first[1] >= 6 && first[2] >= 12, "{first:?}");
+    assert!(
+        first[0] >= 3 && first[1] >= 6 && first[2] >= 12,
+        "{first:?}"
+    );
     assert!(first[3] >= 6 * 6 * 4, "a week of showtimes: {first:?}");
     let types: Vec<String> = sqlx::query_scalar("SELECT DISTINCT seat_type FROM seats ORDER BY 1")
         .fetch_all(&svc.pool)

@@ -62,7 +62,9 @@ fn machine() -> String {
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
         })
         .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or_else(String::new, |kb| format!(", {:.1} GiB RAM", kb as f64 / 1048576.0));
+        .map_or_else(String::new, |kb| {
+            format!(", {:.1} GiB RAM", kb as f64 / 1048576.0)
+        });
     format!("{cores} cores (nproc), {cpu}{mem}")
 }
 
@@ -81,7 +83,9 @@ impl Stats {
             if self.latencies.is_empty() {
                 return 0.0;
             }
-            let i = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+            let i = ((self.latencies.len() as f64 * p).ceil() as usize)
+                .clamp(1, self.latencies.len())
+                - 1;
             self.latencies[i].as_secs_f64() * 1000.0
         };
         println!(
@@ -401,7 +405,10 @@ async fn main() -> anyhow::Result<()> {
         all_done.as_secs_f64() * 1000.0,
     );
     let exact = booked == SEATS as i64 && sold.load(Ordering::SeqCst) == SEATS;
-    println!("flash sale sold exactly {SEATS} seats: {}", if exact { "yes" } else { "NO" });
+    println!(
+        "flash sale sold exactly {SEATS} seats: {}",
+        if exact { "yes" } else { "NO" }
+    );
 
     drop(clients);
     drop(flash_clients);

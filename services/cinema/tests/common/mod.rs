@@ -4,12 +4,7 @@
 
 use std::time::Duration;
 
-use cinema_service::{
-    Config,
-    domain::Layout,
-    store,
-    testdb::TestDb,
-};
+use cinema_service::{Config, domain::Layout, store, testdb::TestDb};
 use moviebook_common::proto::cinema_service_client::CinemaServiceClient;
 use sqlx::PgPool;
 use tonic::transport::Channel;
