@@ -178,8 +178,10 @@ async fn main() -> anyhow::Result<()> {
     let registered = phase("POST /api/v1/register", 200, 16, |i| async move {
         http_ref
             .post(format!("{user_ref}/api/v1/register"))
-            .json(&json!({"email": format!("bench{i}@example.com"), "password": "bench password 123",
-                          "first_name": "Bench", "last_name": "Mark"}))
+            .json(
+                &json!({"email": format!("bench{i}@example.com"), "password": "bench password 123",
+                          "first_name": "Bench", "last_name": "Mark"}),
+            )
             .send()
             .await
             .is_ok_and(|r| r.status().as_u16() == 201)
@@ -239,9 +241,11 @@ async fn main() -> anyhow::Result<()> {
         http_ref
             .post(format!("{pay_ref}/payments"))
             .bearer_auth(token_ref)
-            .json(&json!({"booking_id": format!("bench-{suffix}-{i}"), "user_id": user_id_ref,
+            .json(
+                &json!({"booking_id": format!("bench-{suffix}-{i}"), "user_id": user_id_ref,
                           "amount": 42.5, "currency": "USD", "payment_method": "credit_card",
-                          "payment_details": {"card_number": "4111111111111111"}}))
+                          "payment_details": {"card_number": "4111111111111111"}}),
+            )
             .send()
             .await
             .is_ok_and(|r| r.status().as_u16() == 201)
@@ -251,9 +255,11 @@ async fn main() -> anyhow::Result<()> {
         http_ref
             .post(format!("{pay_ref}/payments"))
             .bearer_auth(token_ref)
-            .json(&json!({"booking_id": format!("bench-{suffix}-{}", i % 100), "user_id": user_id_ref,
+            .json(
+                &json!({"booking_id": format!("bench-{suffix}-{}", i % 100), "user_id": user_id_ref,
                           "amount": 42.5, "currency": "USD", "payment_method": "credit_card",
-                          "payment_details": {"card_number": "4111111111111111"}}))
+                          "payment_details": {"card_number": "4111111111111111"}}),
+            )
             .send()
             .await
             .is_ok_and(|r| r.status().as_u16() == 200)
