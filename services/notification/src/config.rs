@@ -14,6 +14,18 @@ pub const DEFAULT_QUEUE: &str = "notification.events";
 /// The database used when the MongoDB URL names none.
 pub const DEFAULT_DB: &str = "moviebook_notification";
 
+/// The event families the worker consumes.
+pub const DEFAULT_BINDINGS: [&str; 2] = ["booking.*", "payment.*"];
+
+/// `"a, b,,c"` → `["a", "b", "c"]`. Pure.
+pub fn parse_bindings(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Everything the worker needs to know about its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +36,10 @@ pub struct Config {
     pub rabbitmq_url: String,
     /// The durable queue consumed (`NOTIFICATION_QUEUE`); its dead-letter queue is `<queue>.dlq`.
     pub queue: String,
+    /// Routing-key patterns the queue is bound to on `movie_app_events`
+    /// (`NOTIFICATION_BINDINGS`, comma-separated, default `booking.*,payment.*`). Tests bind to
+    /// nothing shared and publish straight into their own queue.
+    pub bindings: Vec<String>,
     /// Unacknowledged deliveries the broker may push ahead (`NOTIFICATION_PREFETCH`, default 32).
     pub prefetch: u16,
     /// Deliveries processed at the same time (`NOTIFICATION_CONCURRENCY`, default 8).
@@ -69,6 +85,10 @@ impl Config {
             redis_url: url_or("REDIS_URL", defaults::REDIS_URL, &["redis", "rediss"])?,
             rabbitmq_url: url_or("RABBITMQ_URL", defaults::RABBITMQ_URL, &["amqp", "amqps"])?,
             queue: string_or("NOTIFICATION_QUEUE", DEFAULT_QUEUE),
+            bindings: parse_bindings(&string_or(
+                "NOTIFICATION_BINDINGS",
+                &DEFAULT_BINDINGS.join(","),
+            )),
             prefetch: var_or("NOTIFICATION_PREFETCH", 32)?,
             concurrency: var_or("NOTIFICATION_CONCURRENCY", 8)?,
             redis_prefix: string_or("NOTIFICATION_REDIS_PREFIX", "notification"),
@@ -118,6 +138,13 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.bindings.is_empty() {
+            return Err(invalid(
+                "NOTIFICATION_BINDINGS",
+                String::new(),
+                "needs at least one routing-key pattern",
+            ));
+        }
         if self.queue.trim().is_empty() || self.queue.len() > 200 {
             return Err(invalid(
                 "NOTIFICATION_QUEUE",
@@ -161,6 +188,7 @@ mod tests {
             redis_url: defaults::REDIS_URL.into(),
             rabbitmq_url: defaults::RABBITMQ_URL.into(),
             queue: DEFAULT_QUEUE.into(),
+            bindings: parse_bindings("booking.*, payment.*"),
             prefetch: 32,
             concurrency: 8,
             redis_prefix: "notification".into(),
@@ -180,6 +208,20 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert!(base().validate().is_ok());
+    }
+
+    #[test]
+    fn bindings_are_a_trimmed_list() {
+        assert_eq!(base().bindings, vec!["booking.*", "payment.*"]);
+        assert_eq!(parse_bindings(" a ,,b "), vec!["a", "b"]);
+        let mut c = base();
+        c.bindings = parse_bindings(" , ");
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("NOTIFICATION_BINDINGS")
+        );
     }
 
     #[test]

@@ -45,9 +45,6 @@ use crate::{
     store::{Begin, NotificationRecord, Status, Store},
 };
 
-/// Routing-key patterns the queue is bound to.
-pub const PATTERNS: [&str; 2] = ["booking.*", "payment.*"];
-
 /// Pause before requeueing a delivery whose event another worker is processing.
 const IN_PROGRESS_DELAY: Duration = Duration::from_millis(500);
 /// Pause before requeueing after Redis or MongoDB failed (not counted as an attempt).
@@ -191,7 +188,8 @@ impl Worker {
         let amqp = conn.create_channel().await?;
         amqp.basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
-        moviebook_common::amqp::declare_consumer_queue(&amqp, &self.config.queue, &PATTERNS)
+        let bindings: Vec<&str> = self.config.bindings.iter().map(String::as_str).collect();
+        moviebook_common::amqp::declare_consumer_queue(&amqp, &self.config.queue, &bindings)
             .await?;
         let tag = format!("notification-service-{}", uuid::Uuid::new_v4());
         let consumer = amqp

@@ -23,7 +23,11 @@ fn token(config: &notification_service::config::Config, sub: &str) -> String {
 
 #[tokio::test]
 async fn an_event_published_to_the_exchange_is_recorded_once() {
-    let config = test_config("exchange");
+    let mut config = test_config("exchange");
+    config.bindings = notification_service::config::DEFAULT_BINDINGS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     let channel = RecordingChannel::new(Behaviour::default());
     let worker = start(&config, channel.clone()).await;
     wait_ready(&worker).await;
@@ -226,7 +230,7 @@ async fn a_worker_restarted_mid_stream_sends_nothing_twice_and_loses_nothing() {
         ..Behaviour::default()
     });
     let publisher = Arc::new(Publisher::connect().await);
-    publisher.declare_queue(&config.queue).await;
+    publisher.declare_queue(&config).await;
     let (store, _idem) = stores(&config).await;
 
     let events: Vec<Value> = (0..EVENTS)
@@ -386,11 +390,15 @@ async fn a_send_that_keeps_failing_is_retried_then_dead_lettered() {
     let dlq = format!("{}.dlq", config.queue);
     let mut dead = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while dead.is_empty() && tokio::time::Instant::now() < deadline {
+    while !dead.contains(&body) && tokio::time::Instant::now() < deadline {
         dead.extend(publisher.drain(&dlq).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(dead, vec![body], "the event is in the dead-letter queue");
+    assert_eq!(
+        dead,
+        vec![body],
+        "the event, and only it, is in the dead-letter queue"
+    );
     assert_eq!(
         channel.failures_of(&id),
         config.max_attempts,
@@ -447,6 +455,141 @@ async fn ready_fails_when_redis_is_unreachable() {
     let (store, _) = stores(&config).await;
     worker.stop().await;
     let publisher = Publisher::connect().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_after_a_broker_outage_and_loses_nothing() {
+    let mut config = test_config("outage");
+    let proxy = FlakyProxy::start(amqp_target(&config.rabbitmq_url)).await;
+    config.rabbitmq_url = proxy.amqp_url(&config.rabbitmq_url);
+    let channel = RecordingChannel::new(Behaviour::default());
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let (store, _idem) = stores(&config).await;
+    let publisher = Publisher::connect().await;
+    let http = reqwest::Client::new();
+
+    let before = booking_event("booking.confirmed", "b-o1", "u-o");
+    publisher
+        .publish_to_queue(&config.queue, &serde_json::to_vec(&before).unwrap())
+        .await;
+    eventually(WAIT, "the first event is sent", || async {
+        channel.sends_of(&event_id(&before)) == 1
+    })
+    .await;
+
+    // The broker "goes away" for the worker.
+    proxy.set_up(false);
+    eventually(WAIT, "readiness reports the broker down", || async {
+        let r = http.get(worker.url("/ready")).send().await.unwrap();
+        r.status() == 503 && r.json::<Value>().await.unwrap()["checks"]["rabbitmq"] != "ok"
+    })
+    .await;
+    let during: Vec<Value> = (0..20)
+        .map(|i| booking_event("booking.confirmed", &format!("b-o{i}"), "u-o"))
+        .collect();
+    for e in &during {
+        publisher
+            .publish_to_queue(&config.queue, &serde_json::to_vec(e).unwrap())
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(during.iter().all(|e| channel.sends_of(&event_id(e)) == 0));
+
+    // Back: the worker reconnects by itself and delivers what queued up, once each.
+    proxy.set_up(true);
+    wait_ready(&worker).await;
+    eventually(
+        WAIT,
+        "the events published during the outage are sent",
+        || async { during.iter().all(|e| channel.sends_of(&event_id(e)) == 1) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(channel.sends_of(&event_id(&before)), 1);
+    assert!(during.iter().all(|e| channel.sends_of(&event_id(e)) == 1));
+
+    worker.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+}
+
+#[tokio::test]
+async fn a_claim_abandoned_by_a_crashed_worker_expires_and_the_event_is_then_sent_once() {
+    let config = test_config("crash");
+    let (store, _idem) = stores(&config).await;
+    store.ensure_indexes().await.unwrap();
+    let event = booking_event("booking.refunded", "b-c", "u-c");
+    let id = event_id(&event);
+    // What a worker that crashed between writing the record and sending leaves behind: a
+    // `pending` record and its in-progress claim (which expires).
+    let record = notification_service::store::NotificationRecord {
+        event_id: id.clone(),
+        event_type: "booking.refunded".into(),
+        user_id: "u-c".into(),
+        recipient: None,
+        channel: "test".into(),
+        subject: "s".into(),
+        body: "b".into(),
+        booking_id: "b-c".into(),
+        created_at: mongodb::bson::DateTime::now(),
+        status: Status::Pending,
+        attempts: 0,
+        last_error: None,
+        sent_at: None,
+    };
+    store.begin(&record).await.unwrap();
+    let redis = redis::Client::open(config.redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:event:{id}", config.redis_prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("processing:crashed-worker")
+        .arg("PX")
+        .arg(2000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let channel = RecordingChannel::new(Behaviour::default());
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let publisher = Publisher::connect().await;
+    publisher
+        .publish_to_queue(&config.queue, &serde_json::to_vec(&event).unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        channel.sends_of(&id),
+        0,
+        "not sent while another worker's claim is live"
+    );
+    eventually(WAIT, "sent once the abandoned claim expired", || async {
+        channel.sends_of(&id) == 1
+    })
+    .await;
+    eventually(WAIT, "recorded as sent", || async {
+        let r = store
+            .list(mongodb::bson::doc! { "event_id": &id }, 10)
+            .await
+            .unwrap();
+        r.len() == 1 && r[0].status == Status::Sent
+    })
+    .await;
+    let sent = channel
+        .sent()
+        .into_iter()
+        .find(|o| o.event_id == id)
+        .unwrap();
+    assert_eq!(
+        sent.recipient.as_deref(),
+        Some("u-c@example.com"),
+        "record refreshed"
+    );
+
+    worker.stop().await;
     publisher.cleanup(&config.queue).await;
     drop_db(&store).await;
 }

@@ -60,6 +60,9 @@ pub fn test_config(name: &str) -> Config {
         redis_url: env("REDIS_URL"),
         rabbitmq_url: env("RABBITMQ_URL"),
         queue: format!("notification.test.{unique}"),
+        // Bound to a key nobody publishes: other tests' events on the shared exchange stay out;
+        // tests publish straight into the queue (the exchange test rebinds to the real keys).
+        bindings: vec![format!("notification-test.{unique}")],
         prefetch: 32,
         concurrency: 8,
         redis_prefix: format!("notification-test:{unique}"),
@@ -240,14 +243,11 @@ impl Publisher {
     }
 
     /// Declares the worker's queue ahead of it, so nothing published before it starts is lost.
-    pub async fn declare_queue(&self, queue: &str) {
-        moviebook_common::amqp::declare_consumer_queue(
-            &self.channel,
-            queue,
-            &notification_service::worker::PATTERNS,
-        )
-        .await
-        .unwrap();
+    pub async fn declare_queue(&self, config: &Config) {
+        let bindings: Vec<&str> = config.bindings.iter().map(String::as_str).collect();
+        moviebook_common::amqp::declare_consumer_queue(&self.channel, &config.queue, &bindings)
+            .await
+            .unwrap();
     }
 
     async fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8]) {
@@ -362,4 +362,63 @@ pub async fn stores(config: &Config) -> (Store, Idempotency) {
 /// Drops the test database.
 pub async fn drop_db(store: &Store) {
     let _ = store.database().drop().await;
+}
+
+/// A TCP proxy in front of RabbitMQ that a test can take down (dropping every connection and
+/// refusing new ones) and bring back, to simulate a broker outage without stopping the shared
+/// broker other tests use.
+pub struct FlakyProxy {
+    pub addr: SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl FlakyProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, up_rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*up_rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut down = up_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        let _ = self.up.send(up);
+    }
+
+    /// `amqp_url` with its host and port replaced by the proxy's.
+    pub fn amqp_url(&self, amqp_url: &str) -> String {
+        let (scheme, rest) = amqp_url.split_once("://").unwrap();
+        let (userinfo, hostpath) = match rest.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), rest),
+        };
+        let path = hostpath.find('/').map_or("", |i| &hostpath[i..]);
+        format!("{scheme}://{userinfo}{}{path}", self.addr)
+    }
+}
+
+/// The host:port of an AMQP URL.
+pub fn amqp_target(amqp_url: &str) -> SocketAddr {
+    let rest = amqp_url.split_once("://").unwrap().1;
+    let hostpath = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostpath.split('/').next().unwrap();
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport.parse().expect("RABBITMQ_URL host is an IP:port")
 }
