@@ -26,8 +26,9 @@ use super::{
 };
 use crate::crd::MovieBookingSystemSpec;
 
-/// Non-root UID the service images run as.
-pub const SERVICE_UID: i64 = 10001;
+/// Non-root UID the service images run as (the `nonroot` user of the Dockerfile's runtime
+/// images); set explicitly so a pod never runs as root even with another image.
+pub const SERVICE_UID: i64 = 65532;
 
 /// Environment of a service (and of its migration Job): ports, store URLs and the JWT
 /// secret, then the spec's extra variables, which replace same-named ones (Kubernetes rejects
