@@ -1,0 +1,238 @@
+//! The documented flow end to end over the wire, against the real cinema, user, payment,
+//! notification and booking services: register, login, browse, book, pay, see the seats sold
+//! and the notification recorded; plus the payment paths around it (decline and retry,
+//! concurrent payments charging once, cancellation with refund).
+
+mod common;
+
+use std::time::Duration;
+
+use bson::doc;
+use common::{CANCEL, CREATE, PAY, Options, Stack, code};
+use futures::TryStreamExt;
+use serde_json::json;
+
+const APPROVE: &str = r#"{"card_number":"4111111111111111"}"#;
+const DECLINE: &str = r#"{"card_number":"4000000000000002"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documented_flow_books_pays_and_notifies() {
+    let stack = Stack::start(Options::default()).await;
+    let (user_id, token) = stack.user().await;
+
+    // Browse (public, no token): the full catalogue query of DESIGN.md.
+    let (status, body) = stack
+        .gql(
+            None,
+            "{ movies { id title genre duration showtimes { id startTime cinema { name location } availableSeats basePrice } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["errors"].is_null(), "{body}");
+    let movies = body["data"]["movies"].as_array().expect("movies");
+    assert!(!movies.is_empty(), "the seeded catalogue is browsable");
+    let first = &movies[0]["showtimes"][0];
+    assert!(first["cinema"]["name"].as_str().is_some_and(|n| !n.is_empty()), "{first}");
+
+    let showtime = stack.showtimes().await.into_iter().next().expect("a showtime");
+    let seats = stack.free_seats(&showtime, 2).await;
+
+    // Book.
+    let (_, body) = stack
+        .gql(Some(&token), CREATE, json!({"u": user_id, "s": showtime, "seats": seats}))
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let created = &body["data"]["createBooking"];
+    assert_eq!(created["success"], true);
+    assert!(created["lockId"].as_str().is_some_and(|l| !l.is_empty()));
+    assert_eq!(created["booking"]["status"], "PENDING_PAYMENT");
+    assert!(created["booking"]["totalAmount"].as_f64().unwrap_or(0.0) > 0.0);
+    let booking_id = created["booking"]["id"].as_str().expect("id").to_owned();
+    let statuses = stack.seat_statuses(&showtime).await;
+    for s in &seats {
+        assert_eq!(statuses[s], "LOCKED", "{s} is held");
+    }
+
+    // Pay.
+    let (_, body) = stack
+        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let paid = &body["data"]["processPayment"];
+    assert_eq!(paid["success"], true);
+    assert_eq!(paid["booking"]["status"], "CONFIRMED");
+    assert!(paid["booking"]["confirmedAt"].is_string());
+    let statuses = stack.seat_statuses(&showtime).await;
+    for s in &seats {
+        assert_eq!(statuses[s], "BOOKED", "{s} is sold");
+    }
+
+    // Paying again charges nothing more and answers the confirmed booking.
+    let (_, body) = stack
+        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+        .await;
+    assert_eq!(body["data"]["processPayment"]["booking"]["status"], "CONFIRMED", "{body}");
+    let txs: serde_json::Value = stack
+        .http
+        .get(format!("{}/payments/booking/{booking_id}", stack.payment_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("payments")
+        .json()
+        .await
+        .expect("payments json");
+    let txs = txs.as_array().cloned().or_else(|| txs["transactions"].as_array().cloned()).expect("list");
+    assert_eq!(txs.len(), 1, "charged exactly once: {txs:?}");
+
+    // Read it back.
+    let (_, body) = stack
+        .gql(Some(&token), "{ myBookings { id status seats showtime { id movie { title } } } }", json!({}))
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let mine = body["data"]["myBookings"].as_array().expect("list");
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["id"], booking_id.as_str());
+    assert_eq!(mine[0]["showtime"]["id"], showtime.as_str());
+
+    // The notification of the confirmation is recorded by the notification worker.
+    let coll = stack.notification_db.collection::<bson::Document>("notifications");
+    let mut found = Vec::new();
+    for _ in 0..150 {
+        found = coll
+            .find(doc! { "booking_id": &booking_id })
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("collect");
+        if found.iter().any(|d| d.get_str("event_type") == Ok("booking.confirmed")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let types: Vec<&str> = found.iter().filter_map(|d| d.get_str("event_type").ok()).collect();
+    assert!(types.contains(&"booking.confirmed"), "notifications: {types:?}");
+    assert!(types.contains(&"booking.pending_payment"), "notifications: {types:?}");
+
+    // Both events left the outbox.
+    let outbox = stack.booking_db.collection::<bson::Document>("outbox");
+    let pending = outbox.count_documents(doc! { "published_at": null }).await.expect("count");
+    assert_eq!(pending, 0, "every booking event was published");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decline_then_retry_and_concurrent_payments_charge_once() {
+    let stack = Stack::start(Options { notification: false, ..Options::default() }).await;
+    let (user_id, token) = stack.user().await;
+    let showtime = stack.showtimes().await.into_iter().next().expect("a showtime");
+    let seats = stack.free_seats(&showtime, 1).await;
+    let (_, body) = stack
+        .gql(Some(&token), CREATE, json!({"u": user_id, "s": showtime, "seats": seats}))
+        .await;
+    let booking_id = body["data"]["createBooking"]["booking"]["id"].as_str().expect("id").to_owned();
+
+    // Declined: PAYMENT_DECLINED, booking PAYMENT_FAILED, seats still held.
+    let (_, body) = stack
+        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": DECLINE}))
+        .await;
+    assert_eq!(code(&body), "PAYMENT_DECLINED", "{body}");
+    assert_eq!(stack.booking_status(&token, &booking_id).await, "PAYMENT_FAILED");
+    assert_eq!(stack.seat_statuses(&showtime).await[&seats[0]], "LOCKED");
+
+    // Ten concurrent retries with a good card: exactly one charge, booking CONFIRMED.
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let stack = &stack;
+        let (token, booking_id) = (token.clone(), booking_id.clone());
+        calls.push(async move {
+            stack
+                .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+                .await
+                .1
+        });
+    }
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|b| b["errors"].is_null()).count();
+    assert!(ok >= 1, "{results:?}");
+    for b in results.iter().filter(|b| !b["errors"].is_null()) {
+        assert_eq!(code(b), "INVALID_STATE", "{b}");
+    }
+    assert_eq!(stack.booking_status(&token, &booking_id).await, "CONFIRMED");
+    let txs: serde_json::Value = stack
+        .http
+        .get(format!("{}/payments/booking/{booking_id}", stack.payment_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("payments")
+        .json()
+        .await
+        .expect("json");
+    let txs = txs.as_array().cloned().or_else(|| txs["transactions"].as_array().cloned()).expect("list");
+    let successes = txs.iter().filter(|t| t["status"] == "SUCCESS").count();
+    assert_eq!(successes, 1, "one successful charge: {txs:?}");
+
+    // Cancel after confirmation: refunded, seats back on sale, CANCELLED.
+    let (_, body) = stack.gql(Some(&token), CANCEL, json!({"b": booking_id})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["cancelBooking"]["booking"]["status"], "CANCELLED");
+    assert_eq!(stack.seat_statuses(&showtime).await[&seats[0]], "AVAILABLE");
+    let tx_id = txs.iter().find(|t| t["status"] == "SUCCESS").and_then(|t| t["transaction_id"].as_str()).expect("tx");
+    let tx: serde_json::Value = stack
+        .http
+        .get(format!("{}/payments/{tx_id}", stack.payment_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("payment")
+        .json()
+        .await
+        .expect("json");
+    assert!(tx["refunded_amount"].as_f64().unwrap_or(0.0) > 0.0, "refunded: {tx}");
+
+    // A cancelled booking can be neither paid nor cancelled again.
+    let (_, body) = stack.gql(Some(&token), CANCEL, json!({"b": booking_id})).await;
+    assert_eq!(code(&body), "INVALID_STATE", "{body}");
+    let (_, body) = stack
+        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+        .await;
+    assert_eq!(code(&body), "INVALID_STATE", "{body}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_booking_cancelled_releases_its_seats() {
+    let stack = Stack::start(Options { notification: false, ..Options::default() }).await;
+    let (user_id, token) = stack.user().await;
+    let showtime = stack.showtimes().await.into_iter().next().expect("a showtime");
+    let seats = stack.free_seats(&showtime, 3).await;
+    let (_, body) = stack
+        .gql(Some(&token), CREATE, json!({"u": user_id, "s": showtime, "seats": seats}))
+        .await;
+    let booking_id = body["data"]["createBooking"]["booking"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(body["data"]["createBooking"]["booking"]["seats"].as_array().map(Vec::len), Some(3), "{body}");
+    // The same seats cannot be booked twice.
+    let (other, other_token) = stack.user().await;
+    let (_, body) = stack
+        .gql(Some(&other_token), CREATE, json!({"u": other, "s": showtime, "seats": [seats[1].clone()]}))
+        .await;
+    assert_eq!(code(&body), "SEATS_UNAVAILABLE", "{body}");
+    // Another user can neither read, pay nor cancel it.
+    let (_, body) = stack.gql(Some(&other_token), CANCEL, json!({"b": booking_id})).await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+
+    let (_, body) = stack.gql(Some(&token), CANCEL, json!({"b": booking_id})).await;
+    assert_eq!(body["data"]["cancelBooking"]["booking"]["status"], "CANCELLED", "{body}");
+    let statuses = stack.seat_statuses(&showtime).await;
+    for s in &seats {
+        assert_eq!(statuses[s], "AVAILABLE");
+    }
+    let (_, body) = stack
+        .gql(Some(&other_token), CREATE, json!({"u": other, "s": showtime, "seats": [seats[1].clone()]}))
+        .await;
+    assert!(body["errors"].is_null(), "released seats can be booked again: {body}");
+    stack.stop().await;
+}
