@@ -75,6 +75,9 @@ pub async fn run_with_channel(
     shutdown: Shutdown,
     channel: Arc<dyn Channel>,
 ) -> anyhow::Result<()> {
+    // Install the metrics recorder first, so the worker's gauges are not lost before the first
+    // HTTP request would install it.
+    let _ = ops::prometheus();
     let db =
         moviebook_common::mongo::connect(&config.mongodb_url, "notification-service", DEFAULT_DB)
             .await?;
