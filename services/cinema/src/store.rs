@@ -58,7 +58,7 @@ pub fn required_schema_version() -> i64 {
 pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
     let required = required_schema_version();
     let row: Option<(Option<i64>, bool)> = sqlx::query_as(
-        "SELECT max(version) FILTER (WHERE success), bool_or(NOT success) \
+        "SELECT max(version) FILTER (WHERE success), coalesce(bool_or(NOT success), false) \
          FROM _sqlx_migrations",
     )
     .fetch_optional(pool)
@@ -820,6 +820,17 @@ struct LockRow {
 const LOCK_SELECT: &str = "SELECT id, booking_id, showtime_id, seat_numbers, status, expires_at, \
      expires_at > now() AS live FROM seat_locks";
 
+/// One requested seat as a lock attempt saw it: whether it was free and, if the hold was
+/// taken, its type, price and the hold's expiry.
+#[derive(Debug, FromRow)]
+struct LockAttemptRow {
+    seat_number: String,
+    free: bool,
+    seat_type: Option<String>,
+    price_cents: Option<i64>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
 /// Holds `seats` (normalised, sorted, distinct) of a showtime for `booking_id`, all or
 /// nothing, in ONE statement (so one round trip, atomic on its own):
 ///
@@ -842,7 +853,7 @@ pub async fn lock_seats(
     lock_seconds: i32,
 ) -> Result<LockOutcome> {
     let lock_id = Uuid::now_v7();
-    let rows: Vec<(String, bool, Option<String>, Option<i64>, Option<DateTime<Utc>>)> =
+    let rows: Vec<LockAttemptRow> =
         sqlx::query_as(
             "WITH target AS ( \
                SELECT seat_number, (status = 'AVAILABLE' \
@@ -879,9 +890,9 @@ pub async fn lock_seats(
         .await?;
     let held: Vec<(String, String, i64)> = rows
         .iter()
-        .filter_map(|(n, _, t, p, _)| Some((n.clone(), t.clone()?, (*p)?)))
+        .filter_map(|r| Some((r.seat_number.clone(), r.seat_type.clone()?, r.price_cents?)))
         .collect();
-    let expires_at = rows.iter().find_map(|r| r.4);
+    let expires_at = rows.iter().find_map(|r| r.expires_at);
     if let Some(expires_at) = expires_at {
         if held.len() == seats.len() {
             return Ok(LockOutcome::Locked(Hold {
@@ -911,7 +922,7 @@ pub async fn lock_seats(
             "showtime {showtime_id} not found"
         )));
     };
-    let existing: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let existing: Vec<String> = rows.iter().map(|r| r.seat_number.clone()).collect();
     let unknown = domain::missing(seats, &existing);
     if !unknown.is_empty() {
         return Err(Error::invalid(format!(
@@ -932,7 +943,11 @@ pub async fn lock_seats(
             "showtime {showtime_id} has already started"
         )));
     }
-    let failed: Vec<String> = rows.into_iter().filter(|r| !r.1).map(|r| r.0).collect();
+    let failed: Vec<String> = rows
+        .into_iter()
+        .filter(|r| !r.free)
+        .map(|r| r.seat_number)
+        .collect();
     if failed.is_empty() {
         // The seats changed between the attempt and this diagnosis; the caller may retry.
         return Err(Error::Unavailable(
@@ -1244,4 +1259,21 @@ pub async fn sweep_expired(pool: &PgPool, batch: i64) -> Result<u64> {
     .await?
     .rows_affected();
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_must_be_complete_and_new_enough() {
+        let need = required_schema_version();
+        assert!(need >= 1);
+        assert!(check_schema_versions(need, false, need).is_ok());
+        assert!(check_schema_versions(need + 1, false, need).is_ok());
+        let old = check_schema_versions(need - 1, false, need).unwrap_err();
+        assert!(old.to_string().contains("cinema-service migrate"), "{old}");
+        assert!(check_schema_versions(need, true, need).is_err());
+        assert!(check_schema_versions(0, false, need).is_err());
+    }
 }

@@ -477,3 +477,34 @@ async fn seed_is_idempotent_and_realistic() {
     assert_eq!(movies.cinemas.len(), 3);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn refuses_to_serve_an_outdated_schema() {
+    let db = cinema_service::testdb::TestDb::create(
+        &cinema_service::testdb::TestDb::base_url_from_env(),
+        "moviebook_cinema_test",
+    )
+    .await
+    .unwrap();
+    let pool = cinema_service::store::pool(&db.url, 1, Duration::from_secs(5)).unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        cinema_service::run(
+            cinema_service::Config::for_database(&db.url),
+            http,
+            grpc,
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("start-up fails fast instead of serving");
+    let err = result.expect_err("an outdated schema is refused");
+    assert!(err.to_string().contains("cinema-service migrate"), "{err}");
+}
