@@ -376,6 +376,8 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
         publish(&ctx, &mbs, EventType::Warning, "StorageChangeIgnored", note).await;
     }
 
+    hand_replicas_to_hpa(client, &ns, &desired, &observed).await?;
+
     // 1. configuration, 2. stores, 3. migrations, 4. services, 5. gateway
     apply::apply_all(client, &ns, &desired.secrets).await?;
     apply::apply_all(client, &ns, &desired.config_maps).await?;
@@ -458,6 +460,66 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
     } else {
         PROGRESS_REQUEUE
     }))
+}
+
+/// Field manager that keeps `spec.replicas` when autoscaling is switched on (see below).
+const HPA_HANDOVER_MANAGER: &str = "moviebook-operator-hpa-handover";
+
+/// True when `manager` owns `spec.replicas` of the object.
+fn owns_replicas(d: &Deployment, manager: &str) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager)
+            && m.fields_v1.as_ref().is_some_and(|f| {
+                f.0.get("f:spec")
+                    .and_then(|s| s.get("f:replicas"))
+                    .is_some()
+            })
+    })
+}
+
+/// When a running service switches to autoscaling, the operator stops applying
+/// `spec.replicas`. Were it the field's only owner, Kubernetes would drop the field and reset the
+/// Deployment to one replica until the HPA scales it back. So the current count is first
+/// applied by a second manager that never applies again: the value stays, and the HPA takes it
+/// from there (the ownership transfer the server-side apply docs describe).
+async fn hand_replicas_to_hpa(
+    client: &Client,
+    ns: &str,
+    desired: &build::Desired,
+    observed: &Observed,
+) -> Result<()> {
+    for want in &desired.deployments {
+        let autoscaled = want.spec.as_ref().is_some_and(|s| s.replicas.is_none());
+        let Some(have) = observed
+            .deployments
+            .iter()
+            .find(|d| d.name_any() == want.name_any())
+        else {
+            continue;
+        };
+        if !autoscaled || !owns_replicas(have, build::FIELD_MANAGER) {
+            continue;
+        }
+        let replicas = have.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let patch = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": have.name_any(), "namespace": ns},
+            "spec": {"replicas": replicas},
+        });
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch(
+                &have.name_any(),
+                &PatchParams::apply(HPA_HANDOVER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .context(format!(
+                "handing replicas of {} to its HPA",
+                have.name_any()
+            ))?;
+    }
+    Ok(())
 }
 
 fn compute_status(

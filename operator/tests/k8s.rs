@@ -1016,3 +1016,97 @@ async fn a_storage_change_on_existing_stores_is_reported_not_fatal() {
     );
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn switching_to_autoscaling_keeps_the_current_replicas() {
+    let Some(t) = T::new("hpa").await else { return };
+    t.create(
+        "demo",
+        json!({"version": "0.1.0", "migrations": {"policy": "Disabled"},
+                             "services": {"booking": {"replicas": 3}}}),
+    )
+    .await;
+    t.reconcile("demo").await;
+    t.reconcile("demo").await;
+    let replicas = |d: Deployment| d.spec.and_then(|s| s.replicas);
+    assert_eq!(
+        replicas(
+            t.api::<Deployment>()
+                .get("demo-booking")
+                .await
+                .expect("booking")
+        ),
+        Some(3)
+    );
+    t.patch_spec(
+        "demo",
+        json!({"services": {"booking": {"replicas": null,
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}}),
+    )
+    .await;
+    t.reconcile("demo").await;
+    t.reconcile("demo").await;
+    let d = t
+        .api::<Deployment>()
+        .get("demo-booking")
+        .await
+        .expect("booking");
+    assert_eq!(
+        replicas(d),
+        Some(3),
+        "the replica count must survive until the HPA changes it"
+    );
+    let hpa = t
+        .api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>()
+        .get("demo-booking")
+        .await
+        .expect("hpa");
+    assert_eq!(
+        hpa.spec.map(|s| (s.min_replicas, s.max_replicas)),
+        Some((Some(2), 6))
+    );
+    // the HPA (here: the test) scales through the scale subresource; the operator does not fight it
+    t.api::<Deployment>()
+        .patch_scale(
+            "demo-booking",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("scale");
+    t.reconcile("demo").await;
+    assert_eq!(
+        replicas(
+            t.api::<Deployment>()
+                .get("demo-booking")
+                .await
+                .expect("booking")
+        ),
+        Some(5)
+    );
+    // and autoscaling off again: the spec's count is applied
+    t.patch_spec(
+        "demo",
+        json!({"services": {"booking": {"replicas": 2, "autoscaling": null}}}),
+    )
+    .await;
+    t.reconcile("demo").await;
+    assert_eq!(
+        replicas(
+            t.api::<Deployment>()
+                .get("demo-booking")
+                .await
+                .expect("booking")
+        ),
+        Some(2)
+    );
+    assert!(
+        t.api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>()
+            .get_opt("demo-booking")
+            .await
+            .expect("get")
+            .is_none(),
+        "HPA pruned"
+    );
+    t.cleanup().await;
+}
