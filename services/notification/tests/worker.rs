@@ -74,6 +74,11 @@ async fn an_event_published_to_the_exchange_is_recorded_once() {
         channel.sends_of(&pid) == 1
     })
     .await;
+    // The record is set `sent` (then the event `done`) right after the send returns.
+    eventually(WAIT, "the payment event is marked done", || async {
+        idem.state(&pid).await.unwrap().as_deref() == Some("done")
+    })
+    .await;
     let paid = channel
         .sent()
         .into_iter()
@@ -295,18 +300,11 @@ async fn a_worker_restarted_mid_stream_sends_nothing_twice_and_loses_nothing() {
         .filter(|o| ours.contains(&o.event_id))
         .count();
     assert_eq!(ours_sent, EVENTS, "nothing was sent twice");
-    let sent_records = store
-        .list(
-            mongodb::bson::doc! { "status": "sent", "event_id": { "$in": &ids } },
-            1000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        sent_records.len(),
-        EVENTS,
-        "every event recorded once as sent"
-    );
+    eventually(WAIT, "every event is recorded once as sent", || async {
+        let filter = mongodb::bson::doc! { "status": "sent", "event_id": { "$in": &ids } };
+        store.list(filter, 1000).await.unwrap().len() == EVENTS
+    })
+    .await;
     assert!(
         channel.sent().len() > after_first,
         "the second worker took over"
