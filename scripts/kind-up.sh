@@ -12,7 +12,7 @@ CLUSTER=moviebook NS=${MOVIEBOOK_NAMESPACE:-moviebook} RELEASE=moviebook
 REGISTRY=moviebook.local TAG=${IMAGE_TAG:-$(moviebook_version)}
 TIMEOUT=${KIND_READY_TIMEOUT:-20m}
 
-require_docker || { echo "make kind-up needs Docker (see docs/kubernetes.md)" >&2; exit 1; }
+require_docker || { echo "make kind-up needs Docker (see the Kubernetes section of README.md)" >&2; exit 1; }
 ensure_kind; ensure_helm; ensure_kubectl
 export KUBECONFIG=${KUBECONFIG_KIND:-$HOME/.cache/moviebook/kind/kubeconfig}
 mkdir -p "$(dirname "$KUBECONFIG")"
