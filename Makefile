@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/moviebook/target
 
-.PHONY: help dev dev-down dev-status deps-up deps-down test lint fmt build bench
+.PHONY: help dev dev-down dev-status deps-up deps-down test lint fmt build bench mongo-rs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ lint: ## fmt --check and clippy -D warnings
 
 fmt: ## format the code
 	cargo fmt --all
+
+mongo-rs: ## build the faster Rust SecantusDB once (~15-30 min, cached); `make dev` then prefers it
+	@command -v cmake >/dev/null || { echo "cmake is needed: apt-get install cmake"; exit 1; }
+	cargo install secantus-mdb --version 0.5.3-beta.196 --ignore-rust-version --locked \
+	  --root $(HOME)/.cache/moviebook/secantus-rs --target-dir $(HOME)/.cache/moviebook/secantus-build
 
 build: ## build every binary
 	cargo build --workspace --bins

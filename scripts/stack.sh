@@ -34,7 +34,17 @@ log() { printf '[stack:%s] %s\n' "$PROFILE" "$*" >&2; }
 die() { printf '[stack:%s] ERROR: %s\n' "$PROFILE" "$*" >&2; exit 1; }
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
-mongo_kind() { if command -v mongod >/dev/null 2>&1; then echo mongod; else echo secantus; fi; }
+SECANTUS_RS=$CACHE/secantus-rs/bin/secantusd-rs
+# Which MongoDB-compatible server to run: MOVIEBOOK_MONGO_SERVER=mongod|secantus-rs|secantus
+# forces one; otherwise a real mongod on PATH; otherwise, for `dev`, the faster Rust SecantusDB
+# if `make mongo-rs` has built it; otherwise the Python SecantusDB from PyPI (seconds to install,
+# and what `make test` uses so every machine tests against the same server).
+mongo_kind() {
+  if [[ -n ${MOVIEBOOK_MONGO_SERVER:-} ]]; then echo "$MOVIEBOOK_MONGO_SERVER"
+  elif command -v mongod >/dev/null 2>&1; then echo mongod
+  elif [[ $PROFILE == dev && -x $SECANTUS_RS ]]; then echo secantus-rs
+  else echo secantus; fi
+}
 
 # ---- install -------------------------------------------------------------------------------
 install() {
@@ -134,15 +144,28 @@ mongo_up() {
   local pidf=$STATE/run/mongo.pid data=$STATE/mongo
   check_free mongo "$MONGO_PORT" "$pidf" || { log "MongoDB already running on $MONGO_PORT"; return; }
   mkdir -p "$data" "$STATE/run" "$STATE/logs"
-  if [[ $(mongo_kind) == mongod ]]; then
+  case $(mongo_kind) in
+  mongod)
     nohup mongod --bind_ip 127.0.0.1 --port "$MONGO_PORT" --dbpath "$data" --replSet rs0 \
-      >"$STATE/logs/mongo.log" 2>&1 </dev/null &
-  else
+      >"$STATE/logs/mongo.log" 2>&1 </dev/null & ;;
+  secantus-rs)
+    [[ -x $SECANTUS_RS ]] || die "MOVIEBOOK_MONGO_SERVER=secantus-rs but $SECANTUS_RS is missing: run make mongo-rs"
+    data=$STATE/mongo-rs; mkdir -p "$data"
+    nohup "$SECANTUS_RS" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$data" \
+      >"$STATE/logs/mongo.log" 2>&1 </dev/null & ;;
+  *)
     nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" --storage-path "$data" \
-      --log-level WARNING >"$STATE/logs/mongo.log" 2>&1 </dev/null &
-  fi
+      --log-level WARNING >"$STATE/logs/mongo.log" 2>&1 </dev/null & ;;
+  esac
   echo $! > "$pidf"
   wait_until mongo 60 port_open "$MONGO_PORT"
+  if [[ $(mongo_kind) == mongod ]]; then  # transactions need the replica set initiated
+    if command -v mongosh >/dev/null; then
+      mongosh --quiet --port "$MONGO_PORT" --eval 'try { rs.status() } catch (e) { rs.initiate() }' >/dev/null
+    else
+      log "WARNING: mongosh not found; initiate replica set rs0 yourself (transactions need it)"
+    fi
+  fi
   log "MongoDB ($(mongo_kind)) up on 127.0.0.1:$MONGO_PORT"
 }
 mongo_down() { stop_pidfile mongo "$STATE/run/mongo.pid"; }
