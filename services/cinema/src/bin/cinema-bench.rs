@@ -10,7 +10,8 @@
 //!
 //! Prints requests/s and p50/p99 per phase and the machine. Knobs: `BENCH_SECONDS` (per
 //! phase, default 10), `BENCH_CONCURRENCY` (in-flight requests, default 64),
-//! `BENCH_CONNECTIONS` (HTTP/2 connections, default 8).
+//! `BENCH_CONNECTIONS` (HTTP/2 connections, default 8), `DB_MAX_CONNECTIONS` (the service's
+//! pool, default 32).
 
 use std::{
     sync::{
@@ -68,12 +69,51 @@ fn machine() -> String {
     format!("{cores} cores (nproc), {cpu}{mem}")
 }
 
+/// The bench database's name: only its PostgreSQL backends are counted (other tests may use
+/// the same server).
+static BENCH_DB: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// CPU seconds (user + system) of processes from `/proc/<pid>/stat` (USER_HZ is 100 on
+/// Linux): this process, and the PostgreSQL backends serving the bench database.
+fn cpu_seconds() -> (f64, f64) {
+    let db = BENCH_DB.get().map(String::as_str).unwrap_or("\u{0}");
+    fn ticks(stat: &str) -> Option<(String, f64)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let comm = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((comm, (utime + stime) / 100.0))
+    }
+    let me = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .map_or(0.0, |(_, t)| t);
+    let mut pg = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+                && let Some((comm, t)) = ticks(&stat)
+                && comm == "postgres"
+                && std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(db))
+            {
+                pg += t;
+            }
+        }
+    }
+    (me, pg)
+}
+
 struct Stats {
     name: String,
     count: usize,
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU seconds spent by this process (service + client) and by PostgreSQL.
+    cpu: (f64, f64),
 }
 
 impl Stats {
@@ -98,6 +138,13 @@ impl Stats {
             pct(0.50),
             pct(0.99),
         );
+        let n = self.count.max(1) as f64;
+        println!(
+            "{:<40} CPU per op: service+client {:.0} us, PostgreSQL backends {:.0} us",
+            "",
+            self.cpu.0 / n * 1e6,
+            self.cpu.1 / n * 1e6,
+        );
     }
 }
 
@@ -116,6 +163,7 @@ where
 {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let tasks: Vec<_> = (0..concurrency)
         .map(|w| {
             let client = clients[w % clients.len()].clone();
@@ -149,12 +197,14 @@ where
             errors += e;
         }
     }
+    let cpu1 = cpu_seconds();
     Stats {
         name: name.to_owned(),
         count: latencies.len(),
         errors,
         elapsed: start.elapsed(),
         latencies,
+        cpu: (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1),
     }
 }
 
@@ -204,15 +254,21 @@ async fn main() -> anyhow::Result<()> {
         "build: dev profile (our code opt-level 1, dependencies opt-level 2); service, client and PostgreSQL on the same machine"
     );
     println!(
-        "phases of {}s, {concurrency} requests in flight over {connections} HTTP/2 connections\n",
+        "phases of {}s, {concurrency} requests in flight over {connections} HTTP/2 connections",
         duration.as_secs()
     );
 
     let db = TestDb::create(&base_url, "moviebook_cinema_bench").await?;
-    let config = Config::for_database(&db.url);
+    let _ = BENCH_DB.set(db.url.rsplit('/').next().unwrap_or_default().to_owned());
+    let mut config = Config::for_database(&db.url);
+    config.db_max_connections = env_or("DB_MAX_CONNECTIONS", config.db_max_connections)?.max(1);
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc_url = format!("http://{}", grpc.local_addr()?);
+    println!(
+        "service pool: {} PostgreSQL connections\n",
+        config.db_max_connections
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cinema_service::run(config, http, grpc, async move {
         let _ = stop_rx.await;
