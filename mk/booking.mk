@@ -11,7 +11,7 @@ bench-booking: ## load-test the GraphQL API (browse, book, pay, cancel) of `make
 	cargo build --quiet -p booking-service --bin moviebook-load
 	@echo "dev-profile build (deps opt-level 2, our code opt-level 1); $$(nproc) CPU(s), $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 	$(CARGO_TARGET_DIR)/debug/moviebook-load --host $(BOOKING_URL) --users $(BOOKING_LOAD_USERS) \
-		--hatch-rate $(BOOKING_LOAD_USERS) --run-time $(BOOKING_LOAD_TIME) --no-reset-metrics --quiet
+		--increase-rate $(BOOKING_LOAD_USERS) --run-time $(BOOKING_LOAD_TIME) --no-reset-metrics --quiet
 
 demo: ## walk the documented flow over the wire against `make dev` (register, login, browse, book, pay, notification)
 	cargo build --quiet -p booking-service --bin moviebook-demo

@@ -11,9 +11,8 @@ use std::{
 use moviebook_common::proto::{
     self, BatchGetShowtimesRequest, ConfirmSeatBookingRequest, ConfirmSeatBookingResponse,
     GetSeatMapRequest, GetSeatMapResponse, GetShowtimeDetailsRequest, GetShowtimeDetailsResponse,
-    ListCinemasRequest, ListMoviesRequest, ListMoviesResponse, LockSeatsRequest,
-    LockSeatsResponse, ReleaseBookedSeatsRequest, ReleaseSeatLockRequest,
-    cinema_service_client::CinemaServiceClient,
+    ListCinemasRequest, ListMoviesRequest, ListMoviesResponse, LockSeatsRequest, LockSeatsResponse,
+    ReleaseBookedSeatsRequest, ReleaseSeatLockRequest, cinema_service_client::CinemaServiceClient,
 };
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -65,7 +64,11 @@ impl<V: Clone> TtlCache<V> {
 pub fn outcome_unknown(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
     )
 }
 
@@ -337,7 +340,9 @@ impl RestClients {
                     message: format!("unexpected answer from the user service: {e}"),
                 })
             }
-            StatusCode::NOT_FOUND => Err(BookingError::NotFound(format!("user {user_id} not found"))),
+            StatusCode::NOT_FOUND => {
+                Err(BookingError::NotFound(format!("user {user_id} not found")))
+            }
             StatusCode::FORBIDDEN => Err(BookingError::Forbidden(
                 "the token may not act for this user".into(),
             )),
@@ -456,7 +461,10 @@ impl RestClients {
     pub async fn transactions(&self, token: &str, booking_id: &str) -> Result<Vec<Transaction>> {
         let resp = self
             .http
-            .get(format!("{}/payments/booking/{booking_id}", self.payment_url))
+            .get(format!(
+                "{}/payments/booking/{booking_id}",
+                self.payment_url
+            ))
             .bearer_auth(token)
             .send()
             .await
@@ -514,7 +522,10 @@ mod tests {
             cinema_error(&tonic::Status::invalid_argument("x")).code(),
             "BAD_USER_INPUT"
         );
-        assert_eq!(cinema_error(&tonic::Status::not_found("x")).code(), "NOT_FOUND");
+        assert_eq!(
+            cinema_error(&tonic::Status::not_found("x")).code(),
+            "NOT_FOUND"
+        );
         assert_eq!(
             cinema_error(&tonic::Status::unavailable("x")).code(),
             "SERVICE_UNAVAILABLE"

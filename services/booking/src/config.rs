@@ -15,6 +15,9 @@ pub const DEFAULT_DB: &str = "moviebook_booking";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub port: u16,
+    /// Address to bind (`BIND_ADDR`, default 0.0.0.0 so pods are reachable; 127.0.0.1 keeps
+    /// it local).
+    pub bind_addr: std::net::IpAddr,
     pub mongodb_url: String,
     pub rabbitmq_url: String,
     pub cinema_grpc_url: String,
@@ -58,6 +61,7 @@ impl Config {
         }
         Ok(Self {
             port: var_or("PORT", DEFAULT_PORT)?,
+            bind_addr: var_or("BIND_ADDR", std::net::IpAddr::from([0, 0, 0, 0]))?,
             mongodb_url: url_or(
                 "MONGODB_URL",
                 defaults::MONGODB_URL,
@@ -107,6 +111,7 @@ impl Config {
     ) -> Self {
         Self {
             port: 0,
+            bind_addr: std::net::IpAddr::from([127, 0, 0, 1]),
             mongodb_url: mongodb_url.to_owned(),
             rabbitmq_url: rabbitmq_url.to_owned(),
             cinema_grpc_url: cinema_grpc_url.to_owned(),

@@ -316,7 +316,10 @@ mod tests {
 
     #[test]
     fn cancel_rules() {
-        assert_eq!(transition(S::PendingPayment, E::Cancelled), Ok(S::Cancelled));
+        assert_eq!(
+            transition(S::PendingPayment, E::Cancelled),
+            Ok(S::Cancelled)
+        );
         assert_eq!(transition(S::PaymentFailed, E::Cancelled), Ok(S::Cancelled));
         assert_eq!(transition(S::Confirmed, E::Cancelled), Ok(S::Cancelled));
         // While a payment is in flight the booking cannot be cancelled under it.
@@ -345,7 +348,10 @@ mod tests {
     #[test]
     fn confirmed_never_expires() {
         assert!(transition(S::Confirmed, E::HoldExpired).is_err());
-        assert_eq!(transition(S::PendingPayment, E::HoldExpired), Ok(S::Expired));
+        assert_eq!(
+            transition(S::PendingPayment, E::HoldExpired),
+            Ok(S::Expired)
+        );
     }
 
     #[test]
@@ -354,10 +360,7 @@ mod tests {
             assert_eq!(S::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        assert_eq!(
-            S::Confirmed.event(),
-            Some(EventType::BookingConfirmed)
-        );
+        assert_eq!(S::Confirmed.event(), Some(EventType::BookingConfirmed));
         assert_eq!(S::Paying.event(), None);
     }
 
@@ -378,16 +381,28 @@ mod tests {
     fn ids_must_be_uuids() {
         let id = uuid::Uuid::new_v4().to_string();
         assert_eq!(parse_id("x", &id.to_uppercase()).unwrap(), id);
-        assert!(parse_id("bookingId", "nope").unwrap_err().0.contains("bookingId"));
+        assert!(
+            parse_id("bookingId", "nope")
+                .unwrap_err()
+                .0
+                .contains("bookingId")
+        );
     }
 
     #[test]
     fn payment_inputs() {
-        assert_eq!(validate_payment_method("Credit_Card").unwrap(), "credit_card");
+        assert_eq!(
+            validate_payment_method("Credit_Card").unwrap(),
+            "credit_card"
+        );
         assert!(validate_payment_method("cash").is_err());
         assert_eq!(parse_payment_details(None).unwrap(), None);
         assert_eq!(parse_payment_details(Some("  ")).unwrap(), None);
-        assert!(parse_payment_details(Some("{\"card_number\":\"4111\"}")).unwrap().is_some());
+        assert!(
+            parse_payment_details(Some("{\"card_number\":\"4111\"}"))
+                .unwrap()
+                .is_some()
+        );
         assert!(parse_payment_details(Some("[1]")).is_err());
         assert!(parse_payment_details(Some("{oops")).is_err());
     }
@@ -395,7 +410,10 @@ mod tests {
     #[test]
     fn idempotency_keys() {
         assert_eq!(payment_idempotency_key("b", 0), "b");
-        assert_ne!(payment_idempotency_key("b", 1), payment_idempotency_key("b", 2));
+        assert_ne!(
+            payment_idempotency_key("b", 1),
+            payment_idempotency_key("b", 2)
+        );
         assert_eq!(refund_idempotency_key("b"), refund_idempotency_key("b"));
         assert_eq!(round_money(12.345_000_1), 12.35);
     }

@@ -20,9 +20,7 @@ async fn real_main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => {
-            // 0.0.0.0 by default (containers); HOST=127.0.0.1 keeps it local.
-            let host = moviebook_common::config::string_or("HOST", "0.0.0.0");
-            let listener = tokio::net::TcpListener::bind((host.as_str(), config.port)).await?;
+            let listener = tokio::net::TcpListener::bind((config.bind_addr, config.port)).await?;
             let (tx, rx) = shutdown::channel();
             tokio::spawn(async move {
                 shutdown::signal().await;

@@ -122,14 +122,13 @@ impl Booker {
 
     pub async fn user_bookings(&self, caller: &Caller, user_id: &str) -> Result<Vec<Booking>> {
         // A malformed id cannot belong to anyone: answer it as input error, not as forbidden.
-        let user_id = parse_id("userId", user_id)
-            .or_else(|e| {
-                if caller.claims.sub == user_id {
-                    Ok(user_id.to_owned())
-                } else {
-                    Err(e)
-                }
-            })?;
+        let user_id = parse_id("userId", user_id).or_else(|e| {
+            if caller.claims.sub == user_id {
+                Ok(user_id.to_owned())
+            } else {
+                Err(e)
+            }
+        })?;
         caller.may_act_for(&user_id)?;
         self.store.by_user(&user_id, MAX_LIST).await
     }
@@ -209,8 +208,16 @@ impl Booker {
             user_id,
             user_email: email,
             showtime_id,
-            movie_title: details.movie.as_ref().map(|m| m.title.clone()).unwrap_or_default(),
-            cinema_name: details.cinema.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+            movie_title: details
+                .movie
+                .as_ref()
+                .map(|m| m.title.clone())
+                .unwrap_or_default(),
+            cinema_name: details
+                .cinema
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
             start_time: showtime.start_time,
             seats,
             total_amount: round_money(total),
@@ -231,7 +238,9 @@ impl Booker {
         };
         if let Err(e) = self.store.insert(&booking).await {
             // Compensation: the booking does not exist, so neither may its hold.
-            self.cinema.release_lock(&booking.lock_id, &booking.id).await;
+            self.cinema
+                .release_lock(&booking.lock_id, &booking.id)
+                .await;
             return Err(e);
         }
         metrics::counter!("bookings_created_total").increment(1);
@@ -339,7 +348,8 @@ impl Booker {
             }
             SeatOutcome::Lost(why) => {
                 tracing::warn!(booking_id = %claimed.id, why, "paid but the seats are gone: refunding");
-                self.refund_and_close(&claimed, &tx.transaction_id, &why).await?;
+                self.refund_and_close(&claimed, &tx.transaction_id, &why)
+                    .await?;
                 metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
                 Err(BookingError::HoldExpired(
                     "the seats could not be confirmed (the hold had expired); the payment was refunded"
@@ -411,7 +421,12 @@ impl Booker {
     }
 
     /// Compensation for "paid but no seats": refund, return anything held or sold, end REFUNDED.
-    async fn refund_and_close(&self, b: &Booking, transaction_id: &str, why: &str) -> Result<Booking> {
+    async fn refund_and_close(
+        &self,
+        b: &Booking,
+        transaction_id: &str,
+        why: &str,
+    ) -> Result<Booking> {
         let token = self.service_token()?;
         let refund = match self
             .rest
@@ -464,7 +479,12 @@ impl Booker {
                 if let Some(tx) = &booking.transaction_id {
                     let refund = self
                         .rest
-                        .refund(&token, &refund_idempotency_key(&booking.id), tx, "cancelled by the user")
+                        .refund(
+                            &token,
+                            &refund_idempotency_key(&booking.id),
+                            tx,
+                            "cancelled by the user",
+                        )
                         .await?;
                     fields.insert("refund_id", refund.refund_id);
                 }
@@ -482,7 +502,9 @@ impl Booker {
                     .transition(&booking.id, from, to, doc! { "cancelled_at": now })
                     .await?
                     .ok_or_else(|| self.changed(&booking))?;
-                self.cinema.release_lock(&booking.lock_id, &booking.id).await;
+                self.cinema
+                    .release_lock(&booking.lock_id, &booking.id)
+                    .await;
                 Ok(cancelled)
             }
         }
@@ -496,11 +518,7 @@ impl Booker {
     /// several replicas' sweepers exactly one moves it and publishes booking.expired.
     pub async fn expire(&self, b: &Booking) -> Result<Option<Booking>> {
         let to = transition(b.status, BookingEvent::HoldExpired)?;
-        let Some(expired) = self
-            .store
-            .transition(&b.id, b.status, to, doc! {})
-            .await?
-        else {
+        let Some(expired) = self.store.transition(&b.id, b.status, to, doc! {}).await? else {
             return Ok(None);
         };
         self.cinema.release_lock(&b.lock_id, &b.id).await;
@@ -522,7 +540,12 @@ impl Booker {
         {
             let r = self
                 .rest
-                .refund(&token, &format!("refund:{}:{}", b.id, tx.transaction_id), &tx.transaction_id, "booking expired before the seats were confirmed")
+                .refund(
+                    &token,
+                    &format!("refund:{}:{}", b.id, tx.transaction_id),
+                    &tx.transaction_id,
+                    "booking expired before the seats were confirmed",
+                )
                 .await?;
             refunded = Some((tx.transaction_id.clone(), r.refund_id));
         }

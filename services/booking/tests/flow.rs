@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bson::doc;
-use common::{CANCEL, CREATE, PAY, Options, Stack, code};
+use common::{CANCEL, CREATE, Options, PAY, Stack, code};
 use futures::TryStreamExt;
 use serde_json::json;
 
@@ -33,14 +33,28 @@ async fn documented_flow_books_pays_and_notifies() {
     let movies = body["data"]["movies"].as_array().expect("movies");
     assert!(!movies.is_empty(), "the seeded catalogue is browsable");
     let first = &movies[0]["showtimes"][0];
-    assert!(first["cinema"]["name"].as_str().is_some_and(|n| !n.is_empty()), "{first}");
+    assert!(
+        first["cinema"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()),
+        "{first}"
+    );
 
-    let showtime = stack.showtimes().await.into_iter().next().expect("a showtime");
+    let showtime = stack
+        .showtimes()
+        .await
+        .into_iter()
+        .next()
+        .expect("a showtime");
     let seats = stack.free_seats(&showtime, 2).await;
 
     // Book.
     let (_, body) = stack
-        .gql(Some(&token), CREATE, json!({"u": user_id, "s": showtime, "seats": seats}))
+        .gql(
+            Some(&token),
+            CREATE,
+            json!({"u": user_id, "s": showtime, "seats": seats}),
+        )
         .await;
     assert!(body["errors"].is_null(), "{body}");
     let created = &body["data"]["createBooking"];
@@ -56,7 +70,11 @@ async fn documented_flow_books_pays_and_notifies() {
 
     // Pay.
     let (_, body) = stack
-        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+        .gql(
+            Some(&token),
+            PAY,
+            json!({"b": booking_id, "m": "credit_card", "d": APPROVE}),
+        )
         .await;
     assert!(body["errors"].is_null(), "{body}");
     let paid = &body["data"]["processPayment"];
@@ -70,12 +88,22 @@ async fn documented_flow_books_pays_and_notifies() {
 
     // Paying again charges nothing more and answers the confirmed booking.
     let (_, body) = stack
-        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+        .gql(
+            Some(&token),
+            PAY,
+            json!({"b": booking_id, "m": "credit_card", "d": APPROVE}),
+        )
         .await;
-    assert_eq!(body["data"]["processPayment"]["booking"]["status"], "CONFIRMED", "{body}");
+    assert_eq!(
+        body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
+        "{body}"
+    );
     let txs: serde_json::Value = stack
         .http
-        .get(format!("{}/payments/booking/{booking_id}", stack.payment_url))
+        .get(format!(
+            "{}/payments/booking/{booking_id}",
+            stack.payment_url
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -83,12 +111,20 @@ async fn documented_flow_books_pays_and_notifies() {
         .json()
         .await
         .expect("payments json");
-    let txs = txs.as_array().cloned().or_else(|| txs["transactions"].as_array().cloned()).expect("list");
+    let txs = txs
+        .as_array()
+        .cloned()
+        .or_else(|| txs["transactions"].as_array().cloned())
+        .expect("list");
     assert_eq!(txs.len(), 1, "charged exactly once: {txs:?}");
 
     // Read it back.
     let (_, body) = stack
-        .gql(Some(&token), "{ myBookings { id status seats showtime { id movie { title } } } }", json!({}))
+        .gql(
+            Some(&token),
+            "{ myBookings { id status seats showtime { id movie { title } } } }",
+            json!({}),
+        )
         .await;
     assert!(body["errors"].is_null(), "{body}");
     let mine = body["data"]["myBookings"].as_array().expect("list");
@@ -97,7 +133,9 @@ async fn documented_flow_books_pays_and_notifies() {
     assert_eq!(mine[0]["showtime"]["id"], showtime.as_str());
 
     // The notification of the confirmation is recorded by the notification worker.
-    let coll = stack.notification_db.collection::<bson::Document>("notifications");
+    let coll = stack
+        .notification_db
+        .collection::<bson::Document>("notifications");
     let mut found = Vec::new();
     for _ in 0..150 {
         found = coll
@@ -107,39 +145,77 @@ async fn documented_flow_books_pays_and_notifies() {
             .try_collect()
             .await
             .expect("collect");
-        if found.iter().any(|d| d.get_str("event_type") == Ok("booking.confirmed")) {
+        if found
+            .iter()
+            .any(|d| d.get_str("event_type") == Ok("booking.confirmed"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let types: Vec<&str> = found.iter().filter_map(|d| d.get_str("event_type").ok()).collect();
-    assert!(types.contains(&"booking.confirmed"), "notifications: {types:?}");
-    assert!(types.contains(&"booking.pending_payment"), "notifications: {types:?}");
+    let types: Vec<&str> = found
+        .iter()
+        .filter_map(|d| d.get_str("event_type").ok())
+        .collect();
+    assert!(
+        types.contains(&"booking.confirmed"),
+        "notifications: {types:?}"
+    );
+    assert!(
+        types.contains(&"booking.pending_payment"),
+        "notifications: {types:?}"
+    );
 
     // Both events left the outbox.
     let outbox = stack.booking_db.collection::<bson::Document>("outbox");
-    let pending = outbox.count_documents(doc! { "published_at": null }).await.expect("count");
+    let pending = outbox
+        .count_documents(doc! { "published_at": null })
+        .await
+        .expect("count");
     assert_eq!(pending, 0, "every booking event was published");
     stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn decline_then_retry_and_concurrent_payments_charge_once() {
-    let stack = Stack::start(Options { notification: false, ..Options::default() }).await;
+    let stack = Stack::start(Options {
+        notification: false,
+        ..Options::default()
+    })
+    .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack.showtimes().await.into_iter().next().expect("a showtime");
+    let showtime = stack
+        .showtimes()
+        .await
+        .into_iter()
+        .next()
+        .expect("a showtime");
     let seats = stack.free_seats(&showtime, 1).await;
     let (_, body) = stack
-        .gql(Some(&token), CREATE, json!({"u": user_id, "s": showtime, "seats": seats}))
+        .gql(
+            Some(&token),
+            CREATE,
+            json!({"u": user_id, "s": showtime, "seats": seats}),
+        )
         .await;
-    let booking_id = body["data"]["createBooking"]["booking"]["id"].as_str().expect("id").to_owned();
+    let booking_id = body["data"]["createBooking"]["booking"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
 
     // Declined: PAYMENT_DECLINED, booking PAYMENT_FAILED, seats still held.
     let (_, body) = stack
-        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": DECLINE}))
+        .gql(
+            Some(&token),
+            PAY,
+            json!({"b": booking_id, "m": "credit_card", "d": DECLINE}),
+        )
         .await;
     assert_eq!(code(&body), "PAYMENT_DECLINED", "{body}");
-    assert_eq!(stack.booking_status(&token, &booking_id).await, "PAYMENT_FAILED");
+    assert_eq!(
+        stack.booking_status(&token, &booking_id).await,
+        "PAYMENT_FAILED"
+    );
     assert_eq!(stack.seat_statuses(&showtime).await[&seats[0]], "LOCKED");
 
     // Ten concurrent retries with a good card: exactly one charge, booking CONFIRMED.
@@ -149,7 +225,11 @@ async fn decline_then_retry_and_concurrent_payments_charge_once() {
         let (token, booking_id) = (token.clone(), booking_id.clone());
         calls.push(async move {
             stack
-                .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+                .gql(
+                    Some(&token),
+                    PAY,
+                    json!({"b": booking_id, "m": "credit_card", "d": APPROVE}),
+                )
                 .await
                 .1
         });
@@ -163,7 +243,10 @@ async fn decline_then_retry_and_concurrent_payments_charge_once() {
     assert_eq!(stack.booking_status(&token, &booking_id).await, "CONFIRMED");
     let txs: serde_json::Value = stack
         .http
-        .get(format!("{}/payments/booking/{booking_id}", stack.payment_url))
+        .get(format!(
+            "{}/payments/booking/{booking_id}",
+            stack.payment_url
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -171,16 +254,29 @@ async fn decline_then_retry_and_concurrent_payments_charge_once() {
         .json()
         .await
         .expect("json");
-    let txs = txs.as_array().cloned().or_else(|| txs["transactions"].as_array().cloned()).expect("list");
+    let txs = txs
+        .as_array()
+        .cloned()
+        .or_else(|| txs["transactions"].as_array().cloned())
+        .expect("list");
     let successes = txs.iter().filter(|t| t["status"] == "SUCCESS").count();
     assert_eq!(successes, 1, "one successful charge: {txs:?}");
 
     // Cancel after confirmation: refunded, seats back on sale, CANCELLED.
-    let (_, body) = stack.gql(Some(&token), CANCEL, json!({"b": booking_id})).await;
+    let (_, body) = stack
+        .gql(Some(&token), CANCEL, json!({"b": booking_id}))
+        .await;
     assert!(body["errors"].is_null(), "{body}");
-    assert_eq!(body["data"]["cancelBooking"]["booking"]["status"], "CANCELLED");
+    assert_eq!(
+        body["data"]["cancelBooking"]["booking"]["status"],
+        "CANCELLED"
+    );
     assert_eq!(stack.seat_statuses(&showtime).await[&seats[0]], "AVAILABLE");
-    let tx_id = txs.iter().find(|t| t["status"] == "SUCCESS").and_then(|t| t["transaction_id"].as_str()).expect("tx");
+    let tx_id = txs
+        .iter()
+        .find(|t| t["status"] == "SUCCESS")
+        .and_then(|t| t["transaction_id"].as_str())
+        .expect("tx");
     let tx: serde_json::Value = stack
         .http
         .get(format!("{}/payments/{tx_id}", stack.payment_url))
@@ -191,13 +287,22 @@ async fn decline_then_retry_and_concurrent_payments_charge_once() {
         .json()
         .await
         .expect("json");
-    assert!(tx["refunded_amount"].as_f64().unwrap_or(0.0) > 0.0, "refunded: {tx}");
+    assert!(
+        tx["refunded_amount"].as_f64().unwrap_or(0.0) > 0.0,
+        "refunded: {tx}"
+    );
 
     // A cancelled booking can be neither paid nor cancelled again.
-    let (_, body) = stack.gql(Some(&token), CANCEL, json!({"b": booking_id})).await;
+    let (_, body) = stack
+        .gql(Some(&token), CANCEL, json!({"b": booking_id}))
+        .await;
     assert_eq!(code(&body), "INVALID_STATE", "{body}");
     let (_, body) = stack
-        .gql(Some(&token), PAY, json!({"b": booking_id, "m": "credit_card", "d": APPROVE}))
+        .gql(
+            Some(&token),
+            PAY,
+            json!({"b": booking_id, "m": "credit_card", "d": APPROVE}),
+        )
         .await;
     assert_eq!(code(&body), "INVALID_STATE", "{body}");
     stack.stop().await;
@@ -205,34 +310,74 @@ async fn decline_then_retry_and_concurrent_payments_charge_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pending_booking_cancelled_releases_its_seats() {
-    let stack = Stack::start(Options { notification: false, ..Options::default() }).await;
+    let stack = Stack::start(Options {
+        notification: false,
+        ..Options::default()
+    })
+    .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack.showtimes().await.into_iter().next().expect("a showtime");
+    let showtime = stack
+        .showtimes()
+        .await
+        .into_iter()
+        .next()
+        .expect("a showtime");
     let seats = stack.free_seats(&showtime, 3).await;
     let (_, body) = stack
-        .gql(Some(&token), CREATE, json!({"u": user_id, "s": showtime, "seats": seats}))
+        .gql(
+            Some(&token),
+            CREATE,
+            json!({"u": user_id, "s": showtime, "seats": seats}),
+        )
         .await;
-    let booking_id = body["data"]["createBooking"]["booking"]["id"].as_str().expect("id").to_owned();
-    assert_eq!(body["data"]["createBooking"]["booking"]["seats"].as_array().map(Vec::len), Some(3), "{body}");
+    let booking_id = body["data"]["createBooking"]["booking"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        body["data"]["createBooking"]["booking"]["seats"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{body}"
+    );
     // The same seats cannot be booked twice.
     let (other, other_token) = stack.user().await;
     let (_, body) = stack
-        .gql(Some(&other_token), CREATE, json!({"u": other, "s": showtime, "seats": [seats[1].clone()]}))
+        .gql(
+            Some(&other_token),
+            CREATE,
+            json!({"u": other, "s": showtime, "seats": [seats[1].clone()]}),
+        )
         .await;
     assert_eq!(code(&body), "SEATS_UNAVAILABLE", "{body}");
     // Another user can neither read, pay nor cancel it.
-    let (_, body) = stack.gql(Some(&other_token), CANCEL, json!({"b": booking_id})).await;
+    let (_, body) = stack
+        .gql(Some(&other_token), CANCEL, json!({"b": booking_id}))
+        .await;
     assert_eq!(code(&body), "FORBIDDEN", "{body}");
 
-    let (_, body) = stack.gql(Some(&token), CANCEL, json!({"b": booking_id})).await;
-    assert_eq!(body["data"]["cancelBooking"]["booking"]["status"], "CANCELLED", "{body}");
+    let (_, body) = stack
+        .gql(Some(&token), CANCEL, json!({"b": booking_id}))
+        .await;
+    assert_eq!(
+        body["data"]["cancelBooking"]["booking"]["status"], "CANCELLED",
+        "{body}"
+    );
     let statuses = stack.seat_statuses(&showtime).await;
     for s in &seats {
         assert_eq!(statuses[s], "AVAILABLE");
     }
     let (_, body) = stack
-        .gql(Some(&other_token), CREATE, json!({"u": other, "s": showtime, "seats": [seats[1].clone()]}))
+        .gql(
+            Some(&other_token),
+            CREATE,
+            json!({"u": other, "s": showtime, "seats": [seats[1].clone()]}),
+        )
         .await;
-    assert!(body["errors"].is_null(), "released seats can be booked again: {body}");
+    assert!(
+        body["errors"].is_null(),
+        "released seats can be booked again: {body}"
+    );
     stack.stop().await;
 }

@@ -30,7 +30,12 @@ impl Demo {
         println!("\n\x1b[1m{}. {title}\x1b[0m", self.step);
     }
 
-    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> anyhow::Result<Value> {
+    async fn gql(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .http
             .post(&self.graphql)
@@ -67,10 +72,16 @@ async fn main() -> anyhow::Result<()> {
         graphql: format!("{}/graphql", booking.trim_end_matches('/')),
         step: 0,
     };
-    println!("MovieBook demo against {} (GraphiQL: GET the same URL in a browser)", demo.graphql);
+    println!(
+        "MovieBook demo against {} (GraphiQL: GET the same URL in a browser)",
+        demo.graphql
+    );
 
     demo.step("Register a new user (POST /api/v1/register)");
-    let email = format!("demo-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let email = format!(
+        "demo-{}@example.com",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let password = "demo-password-123";
     let resp = demo
         .http
@@ -81,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
         .context("the user service does not answer: is `make dev` running?")?;
     let status = resp.status();
     let body: Value = resp.json().await?;
-    println!("   {status}: {}", body["message"].as_str().unwrap_or(&body.to_string()));
+    println!(
+        "   {status}: {}",
+        body["message"].as_str().unwrap_or(&body.to_string())
+    );
     if !status.is_success() {
         bail!("registration failed: {body}");
     }
@@ -95,9 +109,18 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let token = body["token"].as_str().context("no token in the login answer")?.to_owned();
-    let user_id = body["user"]["id"].as_str().context("no user id")?.to_owned();
-    println!("   user {user_id} ({email}); JWT {}…", &token[..token.len().min(24)]);
+    let token = body["token"]
+        .as_str()
+        .context("no token in the login answer")?
+        .to_owned();
+    let user_id = body["user"]["id"]
+        .as_str()
+        .context("no user id")?
+        .to_owned();
+    println!(
+        "   user {user_id} ({email}); JWT {}…",
+        &token[..token.len().min(24)]
+    );
 
     demo.step("Browse the catalogue (GraphQL `movies`, public)");
     let data = demo
@@ -160,7 +183,11 @@ async fn main() -> anyhow::Result<()> {
         .take(2)
         .filter_map(|s| s["seatNumber"].as_str().map(str::to_owned))
         .collect();
-    println!("   {} seats free; choosing {}", free.len(), seats.join(", "));
+    println!(
+        "   {} seats free; choosing {}",
+        free.len(),
+        seats.join(", ")
+    );
 
     demo.step("Book them (GraphQL `createBooking`): seats held for 5 minutes");
     let data = demo
@@ -171,7 +198,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     let created = &data["createBooking"];
-    let booking_id = created["booking"]["id"].as_str().context("no booking id")?.to_owned();
+    let booking_id = created["booking"]["id"]
+        .as_str()
+        .context("no booking id")?
+        .to_owned();
     println!(
         "   booking {booking_id}: {} — ${} — {}",
         created["booking"]["status"].as_str().unwrap_or("?"),
@@ -241,7 +271,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if !shown {
-        bail!("no booking.confirmed notification recorded within 15 s: is notification-service running?");
+        bail!(
+            "no booking.confirmed notification recorded within 15 s: is notification-service running?"
+        );
     }
     println!("\nDone: registered, logged in, browsed, booked, paid and notified.");
     Ok(())
@@ -255,7 +287,9 @@ async fn notifications_over_http(
 ) -> anyhow::Result<Vec<Value>> {
     let resp = http
         // Booking ids are UUIDs: nothing to escape.
-        .get(format!("{base}/api/v1/notifications?booking_id={booking_id}"))
+        .get(format!(
+            "{base}/api/v1/notifications?booking_id={booking_id}"
+        ))
         .bearer_auth(token)
         .send()
         .await?;
@@ -263,7 +297,10 @@ async fn notifications_over_http(
         bail!("GET /api/v1/notifications answered {}", resp.status());
     }
     let body: Value = resp.json().await?;
-    Ok(body["notifications"].as_array().cloned().unwrap_or_default())
+    Ok(body["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 async fn notifications_in_mongo(booking_id: &str) -> anyhow::Result<Vec<Value>> {

@@ -5,7 +5,7 @@
 //! the seats return to sale and the test can run for as long as asked.
 //!
 //! ```text
-//! moviebook-load --host http://127.0.0.1:8010 --users 64 --hatch-rate 64 --run-time 30s
+//! moviebook-load --host http://127.0.0.1:8010 --users 64 --increase-rate 64 --run-time 30s
 //! USER_SERVICE_URL=http://gateway:30080 moviebook-load --host http://gateway:30080 ...
 //! ```
 //! Goose prints requests/s and latency percentiles per request (`createBooking`,
@@ -20,7 +20,8 @@ const MOVIES: &str = "{ movies { id title genre duration showtimes { id startTim
 const SEAT_MAP: &str = "query($id: ID!) { showtime(id: $id) { id seats { seatNumber status } } }";
 const CREATE: &str = "mutation($u: ID!, $s: ID!, $seats: [String!]!) { createBooking(userId: $u, showtimeId: $s, seatNumbers: $seats) { success lockId booking { id status totalAmount } } }";
 const PAY: &str = "mutation($b: ID!) { processPayment(bookingId: $b, paymentMethod: \"credit_card\", paymentDetails: \"{\\\"card_number\\\":\\\"4111111111111111\\\"}\") { success booking { status confirmedAt } } }";
-const CANCEL: &str = "mutation($b: ID!) { cancelBooking(bookingId: $b) { success booking { status } } }";
+const CANCEL: &str =
+    "mutation($b: ID!) { cancelBooking(bookingId: $b) { success booking { status } } }";
 
 /// Business answers that are a normal part of the mix, not failures.
 const EXPECTED_CODES: [&str; 2] = ["SEATS_UNAVAILABLE", "INVALID_STATE"];
@@ -228,8 +229,22 @@ async fn book(user: &mut GooseUser) -> TransactionResult {
         return Ok(());
     };
     if pay {
-        gql(user, "processPayment", Some(&token), PAY, json!({"b": booking_id})).await?;
+        gql(
+            user,
+            "processPayment",
+            Some(&token),
+            PAY,
+            json!({"b": booking_id}),
+        )
+        .await?;
     }
-    gql(user, "cancelBooking", Some(&token), CANCEL, json!({"b": booking_id})).await?;
+    gql(
+        user,
+        "cancelBooking",
+        Some(&token),
+        CANCEL,
+        json!({"b": booking_id}),
+    )
+    .await?;
     Ok(())
 }

@@ -282,7 +282,9 @@ pub async fn graphql(
             return request_error(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
-                format!("the body must be a JSON GraphQL request {{query, variables?, operationName?}}: {e}"),
+                format!(
+                    "the body must be a JSON GraphQL request {{query, variables?, operationName?}}: {e}"
+                ),
             );
         }
     };
@@ -293,11 +295,9 @@ pub async fn graphql(
         },
         tokio::spawn,
     );
-    let mut response = state
-        .schema
-        .execute(request.data(auth).data(loader))
-        .await;
-    let executed = !matches!(response.data, async_graphql::Value::Null) || response.errors.iter().any(|e| !e.path.is_empty());
+    let mut response = state.schema.execute(request.data(auth).data(loader)).await;
+    let executed = !matches!(response.data, async_graphql::Value::Null)
+        || response.errors.iter().any(|e| !e.path.is_empty());
     for error in &mut response.errors {
         let ext = error
             .extensions

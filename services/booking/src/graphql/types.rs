@@ -184,7 +184,12 @@ impl Showtime {
     #[graphql(complexity = 50)]
     async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
         let app = ctx.data::<AppCtx>()?;
-        let map = app.booker.cinema.seat_map(&self.info.id).await.map_err(gql)?;
+        let map = app
+            .booker
+            .cinema
+            .seat_map(&self.info.id)
+            .await
+            .map_err(gql)?;
         Ok(map.seats.into_iter().map(Seat::from).collect())
     }
 }

@@ -71,7 +71,9 @@ pub struct Stack {
 }
 
 async fn listener() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let url = format!("http://{}", l.local_addr().expect("local addr"));
     (l, url)
 }
@@ -93,7 +95,9 @@ impl Stack {
         {
             let pool = cinema_service::store::pool(&pg.url, 2, Duration::from_secs(10))
                 .expect("cinema pool");
-            cinema_service::seed::run(&pool).await.expect("seed the catalogue");
+            cinema_service::seed::run(&pool)
+                .await
+                .expect("seed the catalogue");
             pool.close().await;
         }
         let mut cinema_cfg = cinema_service::Config::for_database(&pg.url);
@@ -132,8 +136,8 @@ impl Stack {
         // notification
         let notification_db_url = mongo_url(&mongo, &db_name("notification"));
         let notification_url = if opts.notification {
-            let mut cfg = notification_service::config::Config::from_env()
-                .expect("notification config");
+            let mut cfg =
+                notification_service::config::Config::from_env().expect("notification config");
             cfg.mongodb_url = notification_db_url.clone();
             cfg.rabbitmq_url = rabbit.clone();
             cfg.redis_url = redis.clone();
@@ -159,7 +163,11 @@ impl Stack {
         cfg.sweep_interval = Duration::from_secs(1);
         cfg.sweeper_enabled = opts.sweeper;
         let (booking_l, booking_url) = listener().await;
-        tasks.push(tokio::spawn(booking_service::run(cfg, booking_l, rx.clone())));
+        tasks.push(tokio::spawn(booking_service::run(
+            cfg,
+            booking_l,
+            rx.clone(),
+        )));
 
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -350,7 +358,8 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
 
 pub const CREATE: &str = "mutation($u: ID!, $s: ID!, $seats: [String!]!) { createBooking(userId: $u, showtimeId: $s, seatNumbers: $seats) { success message lockId booking { id status totalAmount createdAt seats } } }";
 pub const PAY: &str = "mutation($b: ID!, $m: String!, $d: String) { processPayment(bookingId: $b, paymentMethod: $m, paymentDetails: $d) { success message transactionId booking { status confirmedAt } } }";
-pub const CANCEL: &str = "mutation($b: ID!) { cancelBooking(bookingId: $b) { success message booking { status } } }";
+pub const CANCEL: &str =
+    "mutation($b: ID!) { cancelBooking(bookingId: $b) { success message booking { status } } }";
 
 /// The `extensions.code` of the first error.
 pub fn code(body: &Value) -> String {

@@ -1,0 +1,269 @@
+//! Hostile input: malformed GraphQL, wrong types, huge seat lists, forged / expired / other
+//! users' tokens, unknown ids. Every answer is a 4xx or a GraphQL error with a code; never a 5xx.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{CREATE, Options, PAY, Stack, code};
+use moviebook_common::auth::{Claims, JwtKeys};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_inputs_get_codes_and_never_a_5xx() {
+    let stack = Stack::start(Options {
+        notification: false,
+        ..Options::default()
+    })
+    .await;
+    let (user_id, token) = stack.user().await;
+    let (other_id, _) = stack.user().await;
+    let showtime = stack
+        .showtimes()
+        .await
+        .into_iter()
+        .next()
+        .expect("a showtime");
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    // Transport-level garbage.
+    let raw = |body: Vec<u8>| {
+        stack
+            .http
+            .post(&stack.graphql)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = raw(b"not json".to_vec()).await.expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().await.expect("json error body");
+    assert_eq!(code(&v), "BAD_REQUEST");
+    let r = raw(vec![b' '; 200 * 1024]).await.expect("send");
+    assert_eq!(r.status().as_u16(), 413);
+    let r = raw(b"[1,2,3]".to_vec()).await.expect("send");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = stack
+        .http
+        .get(format!(
+            "{}/nope",
+            stack.graphql.trim_end_matches("/graphql")
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Forged and expired tokens.
+    let now = chrono::Utc::now().timestamp();
+    let forged = JwtKeys::new(
+        "someone-else-secret-0123456789abcdef",
+        "moviebook",
+        Duration::from_secs(60),
+    )
+    .issue(&user_id, None, &[])
+    .expect("sign");
+    let expired = JwtKeys::new(
+        moviebook_common::config::defaults::JWT_SECRET,
+        "moviebook",
+        Duration::from_secs(60),
+    )
+    .sign(&Claims {
+        sub: user_id.clone(),
+        iss: "moviebook".into(),
+        exp: now - 3600,
+        iat: now - 7200,
+        email: None,
+        roles: vec![],
+    })
+    .expect("sign");
+    let seats = json!(["A1"]);
+    let create = json!({"u": user_id, "s": showtime, "seats": seats});
+
+    let deep = format!(
+        "{{ movies {{ {} id {} }} }}",
+        "showtimes { movie { ".repeat(6),
+        "} } ".repeat(6)
+    );
+    let huge: Vec<String> = (1..=1000).map(|i| format!("A{i}")).collect();
+    let cases: Vec<(&str, Option<&str>, String, serde_json::Value, &str)> = vec![
+        (
+            "syntax error",
+            None,
+            "{ movies { ".into(),
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "unknown field",
+            None,
+            "{ movies { nope } }".into(),
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "wrong variable type",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": 1, "s": true, "seats": "A1"}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        ("too deep", None, deep, json!({}), "QUERY_TOO_COMPLEX"),
+        (
+            "no token",
+            None,
+            CREATE.into(),
+            create.clone(),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "forged token",
+            Some(&forged),
+            CREATE.into(),
+            create.clone(),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "expired token",
+            Some(&expired),
+            CREATE.into(),
+            create.clone(),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "garbage token",
+            Some("abc.def"),
+            CREATE.into(),
+            create.clone(),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "booking as someone else",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": other_id, "s": showtime, "seats": seats}),
+            "FORBIDDEN",
+        ),
+        (
+            "huge seat list",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": user_id, "s": showtime, "seats": huge}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "empty seat list",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": user_id, "s": showtime, "seats": []}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "duplicate seats",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": user_id, "s": showtime, "seats": ["A1", "a1"]}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "bad seat number",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": user_id, "s": showtime, "seats": ["'; DROP TABLE seats; --"]}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "non-uuid showtime",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": user_id, "s": "../../etc", "seats": seats}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "unknown showtime",
+            Some(&token),
+            CREATE.into(),
+            json!({"u": user_id, "s": unknown, "seats": seats}),
+            "NOT_FOUND",
+        ),
+        (
+            "unknown booking",
+            Some(&token),
+            PAY.into(),
+            json!({"b": unknown, "m": "credit_card"}),
+            "NOT_FOUND",
+        ),
+        (
+            "non-uuid booking",
+            Some(&token),
+            PAY.into(),
+            json!({"b": "{$ne: null}", "m": "credit_card"}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "bad payment method",
+            Some(&token),
+            PAY.into(),
+            json!({"b": unknown, "m": "bitcoin"}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "details not json",
+            Some(&token),
+            PAY.into(),
+            json!({"b": unknown, "m": "credit_card", "d": "{oops"}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "other user's bookings",
+            Some(&token),
+            "query($u: ID!) { getUserBookings(userId: $u) { id } }".into(),
+            json!({"u": other_id}),
+            "FORBIDDEN",
+        ),
+        (
+            "my bookings anonymously",
+            None,
+            "{ myBookings { id } }".into(),
+            json!({}),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "movies limit out of range",
+            None,
+            "{ movies(limit: 100000) { id } }".into(),
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "negative offset",
+            None,
+            "{ movies(offset: -1) { id } }".into(),
+            json!({}),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "unknown showtime read",
+            None,
+            "query($id: ID!) { showtime(id: $id) { id } }".into(),
+            json!({"id": "zzz"}),
+            "BAD_USER_INPUT",
+        ),
+    ];
+    for (name, tok, query, vars, expected) in cases {
+        let (status, body) = stack.gql(tok, &query, vars).await;
+        assert!(status < 500, "{name}: HTTP {status} {body}");
+        assert_eq!(code(&body), expected, "{name}: {body}");
+    }
+    // A showtime id that does not exist reads as null, not as an error.
+    let (status, body) = stack
+        .gql(
+            None,
+            "query($id: ID!) { showtime(id: $id) { id } }",
+            json!({"id": unknown}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["data"]["showtime"].is_null(), "{body}");
+    stack.stop().await;
+}
