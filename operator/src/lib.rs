@@ -43,5 +43,14 @@ pub mod metrics;
 pub mod status;
 pub mod validate;
 
+/// Chooses rustls' crypto provider (ring) for the process. The workspace links both `ring`
+/// (kube, mongodb) and `aws-lc-rs` (reqwest, through the load generator) into one build, and
+/// rustls then refuses to guess: without this, creating a kube client panics in a
+/// `cargo test --workspace` build. Idempotent; call before the first client is made.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub use crd::{MovieBookingSystem, MovieBookingSystemSpec, MovieBookingSystemStatus};
 pub use error::{Error, Result};

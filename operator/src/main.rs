@@ -82,6 +82,7 @@ async fn run() -> anyhow::Result<()> {
     });
     info!(%addr, "serving /health, /ready and /metrics");
 
+    moviebook_operator::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;

@@ -45,6 +45,7 @@ async fn client() -> Option<Client> {
              (or `make test`), or set MOVIEBOOK_SKIP_K8S_TESTS=1 to skip them explicitly."
         );
     }
+    moviebook_operator::install_crypto_provider();
     Some(Client::try_default().await.expect("client from KUBECONFIG"))
 }
 
