@@ -549,7 +549,32 @@ pub struct Endpoints {
 /// Renders the CRD as YAML exactly as checked in under `crds/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&MovieBookingSystem::crd())
+    let value = serde_json::to_value(MovieBookingSystem::crd())
+        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    serde_yaml::to_string(&sorted_keys(value))
+}
+
+/// The same value with every object's keys in sorted order. serde_json keeps insertion order
+/// when any crate in the build enables its `preserve_order` feature (the workspace test build
+/// does, a lone `-p moviebook-operator` build does not); sorting makes the rendered CRD the same
+/// bytes either way, so the checked-in copy can be compared exactly.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
+    }
 }
 
 /// Path of the checked-in CRD, relative to the repository root.
