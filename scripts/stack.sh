@@ -211,6 +211,7 @@ rabbit_env() {
   export RABBITMQ_ENABLED_PLUGINS_FILE=$STATE/rabbitmq/enabled_plugins
   export RABBITMQ_CONFIG_FILE=$STATE/rabbitmq/rabbitmq
   export RABBITMQ_PID_FILE=$STATE/run/rabbitmq.pid
+  export ERL_CRASH_DUMP=$STATE/logs/rabbitmq/erl_crash.dump   # never into the current directory
 }
 rabbitmqctl_() { (rabbit_env; /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBIT_NODE" "$@"); }
 rabbit_up() {
