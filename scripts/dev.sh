@@ -42,7 +42,7 @@ up() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; then
       log "ERROR: port $3 for $1 is taken by another process"; exit 1
     fi
-    PORT=$3 nohup "$BIN/$2" >>"$STATE/logs/$1.log" 2>&1 </dev/null &
+    BIND_ADDR=127.0.0.1 PORT=$3 nohup "$BIN/$2" >>"$STATE/logs/$1.log" 2>&1 </dev/null &
     echo $! > "$pidf"
   done
   for s in "${SERVICES[@]}"; do

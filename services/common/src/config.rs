@@ -119,6 +119,12 @@ pub fn check_scheme(var: &str, value: &str, schemes: &[&str]) -> Result<(), Conf
     }
 }
 
+/// The address servers bind to (`BIND_ADDR`): 0.0.0.0 by default so pods are reachable;
+/// `make dev` sets 127.0.0.1 so a laptop's services stay on loopback.
+pub fn bind_addr() -> Result<std::net::IpAddr, ConfigError> {
+    var_or("BIND_ADDR", std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
 /// The JWT secret must be long enough for HS256 to mean something.
 pub fn jwt_secret() -> Result<String, ConfigError> {
     let secret = string_or("JWT_SECRET", defaults::JWT_SECRET);

@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let addr = std::net::SocketAddr::new(moviebook_common::config::bind_addr()?, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let (tx, rx) = moviebook_common::shutdown::channel();
     tokio::spawn(async move {

@@ -36,7 +36,8 @@ async fn real_main() -> anyhow::Result<()> {
                     "chaos: random payment failures enabled"
                 );
             }
-            let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+            let addr =
+                std::net::SocketAddr::new(moviebook_common::config::bind_addr()?, config.port);
             let listener = tokio::net::TcpListener::bind(addr).await?;
             payment_service::run(config, listener, moviebook_common::shutdown::signal()).await
         }
