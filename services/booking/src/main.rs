@@ -5,18 +5,10 @@ use moviebook_common::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match real_main().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("booking-service: {e:#}");
-            tracing::error!(error = %format!("{e:#}"), "booking-service failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    telemetry::run_service(booking_service::SERVICE_NAME, real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<()> {
-    telemetry::init(booking_service::SERVICE_NAME)?;
     let config = Config::from_env()?;
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => {

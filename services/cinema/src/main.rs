@@ -7,25 +7,18 @@ use cinema_service::{Config, seed, store};
 use moviebook_common::{shutdown, telemetry};
 
 #[tokio::main]
-async fn main() {
-    if let Err(e) = telemetry::init("cinema-service") {
-        eprintln!("cinema-service: {e}");
-        std::process::exit(2);
-    }
-    let command = std::env::args().nth(1);
-    let result = match command.as_deref() {
-        None | Some("serve") => serve().await,
-        Some("migrate") => migrate().await,
-        Some("seed") => run_seed().await,
-        Some(other) => Err(anyhow::anyhow!(
-            "unknown command {other:?}; usage: cinema-service [serve|migrate|seed]"
-        )),
-    };
-    if let Err(e) = result {
-        tracing::error!(error = format!("{e:#}"), "cinema-service failed");
-        eprintln!("cinema-service: {e:#}");
-        std::process::exit(1);
-    }
+async fn main() -> std::process::ExitCode {
+    telemetry::run_service("cinema-service", async {
+        match std::env::args().nth(1).as_deref() {
+            None | Some("serve") => serve().await,
+            Some("migrate") => migrate().await,
+            Some("seed") => run_seed().await,
+            Some(other) => Err(anyhow::anyhow!(
+                "unknown command {other:?}; usage: cinema-service [serve|migrate|seed]"
+            )),
+        }
+    })
+    .await
 }
 
 async fn serve() -> anyhow::Result<()> {

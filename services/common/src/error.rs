@@ -40,6 +40,21 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
     (status, Json(body)).into_response()
 }
 
+/// Renders a service's own error: client errors carry their message; server errors are logged
+/// with their details and answer a generic message, so internals (driver errors, hostnames)
+/// never reach clients.
+pub fn service_error_response(
+    status: StatusCode,
+    code: &str,
+    error: &dyn std::fmt::Display,
+) -> Response {
+    if status.is_server_error() {
+        tracing::error!(error = %error, code, "request failed");
+        return error_response(status, code, "the service cannot answer right now; retry");
+    }
+    error_response(status, code, error.to_string())
+}
+
 /// The status and code for a rejected JSON body. Pure, so the mapping is unit tested.
 pub fn json_rejection_status(rejection: &JsonRejection) -> (StatusCode, &'static str) {
     match rejection {
@@ -86,4 +101,36 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
 /// Fallback for unknown routes: a 404 in the shared shape instead of an empty body.
 pub async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> ErrorBody {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn server_errors_hide_their_details_client_errors_keep_them() {
+        let secret = "connection refused to mongo-0.internal:27017";
+        let r = service_error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "STORE_UNAVAILABLE",
+            &secret,
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let b = body(r).await;
+        assert_eq!(b.error.code, "STORE_UNAVAILABLE");
+        assert!(!b.error.message.contains("mongo-0"), "{}", b.error.message);
+
+        let r = service_error_response(
+            StatusCode::CONFLICT,
+            "EMAIL_TAKEN",
+            &"email already registered",
+        );
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(body(r).await.error.message, "email already registered");
+    }
 }

@@ -3,6 +3,8 @@
 //! Human-readable by default; JSON (one object per line, for log shippers) when
 //! `LOG_FORMAT=json`. The filter comes from `RUST_LOG` (default `info`).
 
+use std::{future::Future, process::ExitCode};
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Output format of the logs.
@@ -46,4 +48,25 @@ pub fn init(service: &str) -> Result<(), crate::config::ConfigError> {
         tracing::info!(service, ?format, "telemetry initialised");
     }
     Ok(())
+}
+
+/// The body of every service's `main`: sets up telemetry, runs `command`, and turns its error
+/// into a logged message, a line on stderr (what `kubectl logs` of a failed migration Job
+/// shows first) and a failing exit code.
+pub async fn run_service<F>(service: &str, command: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    if let Err(e) = init(service) {
+        eprintln!("{service}: {e}");
+        return ExitCode::FAILURE;
+    }
+    match command.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{service} failed");
+            eprintln!("{service}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -4,7 +4,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use moviebook_common::{auth::AuthError, error::error_response};
+use moviebook_common::{auth::AuthError, error::service_error_response};
 
 use crate::{
     domain::{Invalid, NotRefundable},
@@ -60,11 +60,7 @@ impl From<Invalid> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, code, "request failed");
-            return error_response(status, code, "the service cannot answer right now; retry");
-        }
-        error_response(status, code, self.to_string())
+        service_error_response(status, code, &self)
     }
 }
 

@@ -6,18 +6,7 @@ use payment_service::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = moviebook_common::telemetry::init("payment-service") {
-        eprintln!("payment-service: {e}");
-        return ExitCode::FAILURE;
-    }
-    match real_main().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "payment-service failed");
-            eprintln!("payment-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    moviebook_common::telemetry::run_service("payment-service", real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<()> {

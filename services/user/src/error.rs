@@ -4,7 +4,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use moviebook_common::{auth::AuthError, error::error_response};
+use moviebook_common::{auth::AuthError, error::service_error_response};
 
 use crate::{domain::Invalid, password::HashError, store::StoreError};
 
@@ -61,12 +61,7 @@ impl From<Invalid> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, code, "request failed");
-            // Internal details stay in the log.
-            return error_response(status, code, "the service cannot answer right now");
-        }
-        error_response(status, code, self.to_string())
+        service_error_response(status, code, &self)
     }
 }
 

@@ -6,18 +6,7 @@ use user_service::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = moviebook_common::telemetry::init("user-service") {
-        eprintln!("user-service: {e}");
-        return ExitCode::FAILURE;
-    }
-    match real_main().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "user-service failed");
-            eprintln!("user-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    moviebook_common::telemetry::run_service("user-service", real_main()).await
 }
 
 async fn real_main() -> anyhow::Result<()> {
