@@ -253,5 +253,9 @@ pub async fn run(pool: &PgPool) -> anyhow::Result<SeedReport> {
             }
         }
     }
+    // A bulk load: give the planner real statistics now rather than at autovacuum's next pass.
+    store::analyze(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("analysing the seeded tables failed: {e}"))?;
     Ok(report)
 }

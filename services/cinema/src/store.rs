@@ -751,6 +751,20 @@ pub async fn delete_showtime(pool: &PgPool, id: Uuid) -> Result<()> {
 
 // ---- seat inventory --------------------------------------------------------------------------
 
+/// Refreshes the planner's statistics of the inventory tables.
+///
+/// Run after bulk loads (`seed`, benchmarks). Until a table has statistics the planner guesses
+/// a showtime has a handful of seats, and the generic plan every pooled connection caches for
+/// the seat lookups then reads all seats of the showtime per call instead of probing the
+/// primary key: measured 0.65 ms instead of 0.05 ms per CheckSeatAvailability on a
+/// 3,200-seat showtime. ANALYZE also invalidates those cached plans.
+pub async fn analyze(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql("ANALYZE seats, seat_locks, showtimes")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Seats of a showtime with their live status; `numbers` = None means every seat.
 pub async fn seats(
     pool: &PgPool,
