@@ -4,12 +4,20 @@
 # then the five services on their default ports. Returns once everything answers.
 #
 #   scripts/dev.sh up|down|status|logs SERVICE
+#
+# MOVIEBOOK_PROFILE=release builds and runs optimised binaries (what `make bench-booking`
+# numbers should be measured on); the default dev profile shares its build with the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moviebook/target}
 if [[ $(id -u) == 0 ]]; then DEFAULT_STATE=/var/lib/moviebook; else DEFAULT_STATE=$HOME/.local/state/moviebook; fi
 STATE=${MOVIEBOOK_STATE_DIR:-$DEFAULT_STATE}/dev
-BIN=$CARGO_TARGET_DIR/debug
+PROFILE=${MOVIEBOOK_PROFILE:-dev}
+case $PROFILE in
+  dev) BIN=$CARGO_TARGET_DIR/debug ;;
+  release) BIN=$CARGO_TARGET_DIR/release ;;
+  *) echo "MOVIEBOOK_PROFILE must be dev or release, not '$PROFILE'" >&2; exit 2 ;;
+esac
 
 # name  binary  http-port  (start order: providers before their callers)
 SERVICES=(
@@ -25,8 +33,8 @@ log() { printf '[dev] %s\n' "$*" >&2; }
 up() {
   scripts/stack.sh dev up
   eval "$(scripts/stack.sh dev env)"
-  log "building the services"
-  cargo build --workspace --bins --quiet
+  log "building the services ($PROFILE profile)"
+  cargo build --profile "$PROFILE" --workspace --bins --quiet
   mkdir -p "$STATE/run" "$STATE/logs"
   for s in "${SERVICES[@]}"; do
     set -- $s

@@ -296,7 +296,7 @@ fn suffix() -> String {
 
 /// Installs (server-side applies) the checked-in CRD and waits until it is served.
 async fn install_crd(client: &Client) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = std::path::PathBuf::from(manifest_dir())
         .join("../crds/moviebook.io_moviebookingsystems.yaml");
     let yaml = std::fs::read_to_string(path).expect("checked-in CRD");
     let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("CRD yaml");
@@ -406,7 +406,7 @@ async fn crd_is_accepted_and_cel_rules_reject_invalid_specs_readably() {
     }
     // the examples are valid
     for file in ["minimal.yaml", "full.yaml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = std::path::PathBuf::from(manifest_dir())
             .join("../examples")
             .join(file);
         let text = std::fs::read_to_string(&path).expect("example");
@@ -1110,4 +1110,10 @@ async fn switching_to_autoscaling_keeps_the_current_replicas() {
         "HPA pruned"
     );
     t.cleanup().await;
+}
+
+/// The crate's folder, read when the test runs: clones at different paths share one target
+/// directory, so a path compiled in with `env!` can name another clone.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }
