@@ -31,7 +31,10 @@ CRD=moviebook.io_moviebookingsystems.yaml
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moviebook/target}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chart-test.XXXXXX")
-ID=$(printf '%x' "$(( $(date +%s) % 65536 ))")$$   # unique names: concurrent runs may share an API server
+# Unique names: concurrent runs may share an API server. The letter keeps the ID a string for
+# Helm: an all-digit ID (hex digits 0-9 only, then the pid) was parsed as a number and failed
+# the chart's schema for labels.
+ID=t$(printf '%x' "$(( $(date +%s) % 65536 ))")$$
 OWN_TESTENV= OP_PID=
 step() { printf '\n--> %s (%s)\n' "$*" "$(date +%T)"; }
 fail() { printf '\nchart-test: FAIL: %s\n' "$*" >&2; exit 1; }
@@ -98,7 +101,7 @@ step "helm lint --strict and helm template"
 mkdir -p "$WORK/rendered"
 for set in "${SETS[@]}"; do
   IFS=: read -r name ns values <<<"$set"
-  args=(--namespace "$ns" --set "commonLabels.moviebook\.io/chart-test=$ID")
+  args=(--namespace "$ns" --set-string "commonLabels.moviebook\.io/chart-test=$ID")
   [[ $values == - ]] || args+=(-f "$values")
   # The namespaced set watches its own namespace: point it at this run's one.
   [[ $name == namespaced ]] && args+=(--set "operator.watchNamespace=$ns")
@@ -203,7 +206,7 @@ NS=mb-$ID-kind REL=mb$ID SA=mb$ID-moviebook-operator
 NODE_PORT=$(( 31000 + $$ % 1700 ))
 NAMESPACES+=("$NS")
 helm install "$REL" "$CHART" -n "$NS" --create-namespace -f "$CHART/ci/kind-values.yaml" \
-  --set "commonLabels.moviebook\.io/chart-test=$ID" --set "system.spec.gateway.kong.nodePort=$NODE_PORT" >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; fail "helm install"; }
+  --set-string "commonLabels.moviebook\.io/chart-test=$ID" --set "system.spec.gateway.kong.nodePort=$NODE_PORT" >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; fail "helm install"; }
 grep -q "kubectl -n $NS get mbs moviebook -w" "$WORK/install.log" || fail "NOTES.txt does not say how to watch progress"
 grep -q "/graphql" "$WORK/install.log" || fail "NOTES.txt does not say where GraphQL is"
 [[ $(helm status "$REL" -n "$NS" -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["info"]["status"])') == deployed ]] || fail "release not deployed"

@@ -475,7 +475,38 @@ async fn seed_is_idempotent_and_realistic() {
     assert_eq!(movies.movies.len(), 12);
     assert!(movies.movies.iter().any(|m| !m.showtimes.is_empty()));
     assert_eq!(movies.cinemas.len(), 3);
+    assert_inventory_has_statistics(&svc.pool).await;
     svc.stop().await;
+}
+
+/// A bulk load must leave planner statistics behind: every pooled connection caches a generic
+/// plan of the seat lookups, and one made without statistics can read every seat of a showtime
+/// per call (docs/cinema.md, "Statistics and cached plans").
+async fn assert_inventory_has_statistics(pool: &sqlx::PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let analysed: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_stat_user_tables \
+         WHERE relname IN ('seats', 'seat_locks', 'showtimes') AND last_analyze IS NOT NULL \
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        analysed,
+        ["seat_locks", "seats", "showtimes"],
+        "seed ends with ANALYZE"
+    );
+    // Migration 0002: autovacuum re-analyses the inventory early.
+    let options: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE relname = 'seat_locks'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert!(
+        options.contains(&"autovacuum_analyze_scale_factor=0.02".to_owned()),
+        "{options:?}"
+    );
 }
 
 #[tokio::test]
