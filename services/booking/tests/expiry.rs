@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bson::doc;
-use common::{CREATE, Options, PAY, Stack, code};
+use common::{Booked, Options, PAY, Stack, code};
 use serde_json::json;
 
 const APPROVE: &str = r#"{"card_number":"4242424242424242"}"#;
@@ -40,24 +40,12 @@ async fn an_unpaid_hold_expires_and_its_seats_return_to_sale() {
     })
     .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
-    let seats = stack.free_seats(&showtime, 2).await;
-    let (_, body) = stack
-        .gql(
-            Some(&token),
-            CREATE,
-            json!({"u": user_id, "s": showtime, "seats": seats}),
-        )
-        .await;
-    let booking_id = body["data"]["createBooking"]["booking"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
+    let Booked {
+        showtime,
+        seats,
+        id: booking_id,
+        ..
+    } = stack.book(&user_id, &token, 2).await;
 
     let mut status = String::new();
     for _ in 0..50 {
@@ -103,24 +91,12 @@ async fn paid_after_the_cinema_hold_lapsed_is_refunded_never_confirmed() {
     })
     .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
-    let seats = stack.free_seats(&showtime, 1).await;
-    let (_, body) = stack
-        .gql(
-            Some(&token),
-            CREATE,
-            json!({"u": user_id, "s": showtime, "seats": seats}),
-        )
-        .await;
-    let booking_id = body["data"]["createBooking"]["booking"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
+    let Booked {
+        showtime,
+        seats,
+        id: booking_id,
+        ..
+    } = stack.book(&user_id, &token, 1).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let later = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() + 60_000);
     stack

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bson::doc;
-use common::{CANCEL, CREATE, Options, PAY, Stack, code};
+use common::{Booked, CANCEL, CREATE, Options, PAY, Stack, code};
 use futures::TryStreamExt;
 use serde_json::json;
 
@@ -40,12 +40,7 @@ async fn documented_flow_books_pays_and_notifies() {
         "{first}"
     );
 
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
+    let showtime = stack.first_showtime().await;
     let seats = stack.free_seats(&showtime, 2).await;
 
     // Book.
@@ -184,24 +179,12 @@ async fn decline_then_retry_and_concurrent_payments_charge_once() {
     })
     .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
-    let seats = stack.free_seats(&showtime, 1).await;
-    let (_, body) = stack
-        .gql(
-            Some(&token),
-            CREATE,
-            json!({"u": user_id, "s": showtime, "seats": seats}),
-        )
-        .await;
-    let booking_id = body["data"]["createBooking"]["booking"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let Booked {
+        showtime,
+        seats,
+        id: booking_id,
+        ..
+    } = stack.book(&user_id, &token, 1).await;
 
     // Declined: PAYMENT_DECLINED, booking PAYMENT_FAILED, seats still held.
     let (_, body) = stack
@@ -316,24 +299,12 @@ async fn a_pending_booking_cancelled_releases_its_seats() {
     })
     .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
-    let seats = stack.free_seats(&showtime, 3).await;
-    let (_, body) = stack
-        .gql(
-            Some(&token),
-            CREATE,
-            json!({"u": user_id, "s": showtime, "seats": seats}),
-        )
-        .await;
-    let booking_id = body["data"]["createBooking"]["booking"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let Booked {
+        showtime,
+        seats,
+        id: booking_id,
+        body,
+    } = stack.book(&user_id, &token, 3).await;
     assert_eq!(
         body["data"]["createBooking"]["booking"]["seats"]
             .as_array()

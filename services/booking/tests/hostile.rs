@@ -18,12 +18,7 @@ async fn hostile_inputs_get_codes_and_never_a_5xx() {
     .await;
     let (user_id, token) = stack.user().await;
     let (other_id, _) = stack.user().await;
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
+    let showtime = stack.first_showtime().await;
     let unknown = uuid::Uuid::new_v4().to_string();
 
     // Transport-level garbage.

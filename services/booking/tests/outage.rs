@@ -40,12 +40,7 @@ async fn broker_outage_during_a_burst_loses_no_event() {
     })
     .await;
     let (user_id, token) = stack.user().await;
-    let showtime = stack
-        .showtimes()
-        .await
-        .into_iter()
-        .next()
-        .expect("a showtime");
+    let showtime = stack.first_showtime().await;
     let seats = stack.free_seats(&showtime, 12).await;
 
     // Our own durable queue, declared before the outage, sees every booking event.

@@ -276,6 +276,38 @@ impl Stack {
             .collect()
     }
 
+    /// The first showtime with seats to spare.
+    pub async fn first_showtime(&self) -> String {
+        self.showtimes()
+            .await
+            .into_iter()
+            .next()
+            .expect("a showtime with free seats")
+    }
+
+    /// Books `n` free seats of the first showtime as `user_id`; panics unless it succeeded.
+    pub async fn book(&self, user_id: &str, token: &str, n: usize) -> Booked {
+        let showtime = self.first_showtime().await;
+        let seats = self.free_seats(&showtime, n).await;
+        let (_, body) = self
+            .gql(
+                Some(token),
+                CREATE,
+                json!({"u": user_id, "s": showtime, "seats": seats}),
+            )
+            .await;
+        let id = body["data"]["createBooking"]["booking"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("createBooking failed: {body}"))
+            .to_owned();
+        Booked {
+            showtime,
+            seats,
+            id,
+            body,
+        }
+    }
+
     /// `n` available seats of a showtime, from its seat map.
     pub async fn free_seats(&self, showtime: &str, n: usize) -> Vec<String> {
         let (_, body) = self
@@ -354,6 +386,15 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{url} did not become ready within 10 s");
+}
+
+/// A booking made by [`Stack::book`].
+pub struct Booked {
+    pub showtime: String,
+    pub seats: Vec<String>,
+    pub id: String,
+    /// createBooking's whole answer.
+    pub body: Value,
 }
 
 pub const CREATE: &str = "mutation($u: ID!, $s: ID!, $seats: [String!]!) { createBooking(userId: $u, showtimeId: $s, seatNumbers: $seats) { success message lockId booking { id status totalAmount createdAt seats } } }";
