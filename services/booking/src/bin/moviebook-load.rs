@@ -328,7 +328,12 @@ async fn book(user: &mut GooseUser) -> TransactionResult {
 async fn next_own_seat(
     user: &mut GooseUser,
 ) -> Result<Option<(String, String)>, Box<TransactionError>> {
-    let users = user.config.users.unwrap_or(1).max(1);
+    // Without --users goose runs one user per CPU.
+    let users = user
+        .config
+        .users
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     loop {
         let Some(session) = user.get_session_data_mut::<Session>() else {
             return Ok(None);
