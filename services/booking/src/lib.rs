@@ -20,7 +20,6 @@ use std::{sync::Arc, time::Duration};
 use axum::{Router, routing::get};
 use moviebook_common::{
     auth::JwtKeys,
-    error::not_found,
     mongo,
     ops::{self, Readiness},
     outbox::RelayConfig,
@@ -85,12 +84,10 @@ pub fn app(booker: Arc<Booker>) -> Router {
         let store = store.clone();
         async move { store.ping().await }
     });
-    Router::new()
+    let api = Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
-        .with_state(state)
-        .merge(ops::router(readiness))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(ops::track_metrics))
+        .with_state(state);
+    ops::with_ops(api, readiness)
 }
 
 /// Runs the service on `listener` until `shutdown` fires: HTTP server, outbox relay and

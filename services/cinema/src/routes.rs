@@ -13,7 +13,7 @@ use axum::{
 use chrono::{DateTime, NaiveDate, Utc};
 use moviebook_common::{
     auth::{Authenticated, JwtKeys},
-    error::{ApiJson, not_found},
+    error::ApiJson,
     ops::{self, Readiness},
 };
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ const BODY_LIMIT: usize = 256 * 1024;
 /// The whole HTTP application: catalogue, `/actuator/health`, ops endpoints, metrics.
 pub fn app(state: AppState, readiness: Readiness) -> Router {
     let actuator_readiness = readiness.clone();
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/cinemas", get(list_cinemas).post(create_cinema))
         .route(
             "/api/v1/cinemas/{id}",
@@ -77,10 +77,8 @@ pub fn app(state: AppState, readiness: Readiness) -> Router {
             "/actuator/health",
             get(move || actuator_health(actuator_readiness.clone())),
         )
-        .merge(ops::router(readiness))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(ops::track_metrics))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    ops::with_ops(api, readiness)
 }
 
 /// Spring-style health (`{"status":"UP"}`), which existing monitors of this service expect.

@@ -109,6 +109,15 @@ impl Readiness {
 
 /// `/health`, `/ready` and `/metrics`. Merge it into the service's router and wrap the whole
 /// router with [`track_metrics`].
+/// A service's whole HTTP surface: its own routes, the ops endpoints above, the JSON 404 for
+/// anything else, and request metrics around all of it. One place, so every service answers
+/// `/health`, `/ready`, `/metrics` and unknown paths alike.
+pub fn with_ops(api: Router, readiness: Readiness) -> Router {
+    api.merge(router(readiness))
+        .fallback(crate::error::not_found)
+        .layer(axum::middleware::from_fn(track_metrics))
+}
+
 pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/health", get(health))

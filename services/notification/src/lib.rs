@@ -21,7 +21,6 @@ use std::{sync::Arc, time::Duration};
 use axum::Router;
 use moviebook_common::{
     auth::JwtKeys,
-    error::not_found,
     ops::{self, Readiness},
     shutdown::{self, Shutdown},
 };
@@ -38,10 +37,7 @@ use crate::{
 
 /// The HTTP application: read API plus the ops endpoints.
 pub fn app(state: AppState, readiness: Readiness) -> Router {
-    routes::router(state)
-        .merge(ops::router(readiness))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(ops::track_metrics))
+    ops::with_ops(routes::router(state), readiness)
 }
 
 /// The channel the configuration asks for: SMTP when `SMTP_URL` is set, else the log.

@@ -25,7 +25,6 @@ use axum::{
 use mongodb::Database;
 use moviebook_common::{
     auth::JwtKeys,
-    error::not_found,
     ops::{self, Readiness},
     outbox::{Outbox, RelayConfig},
 };
@@ -51,7 +50,7 @@ impl FromRef<AppState> for Arc<JwtKeys> {
 
 /// The routes of the service plus `/health`, `/ready` and `/metrics`.
 pub fn app(state: AppState, readiness: Readiness) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/payments", post(routes::create_payment))
         .route("/payments/{transaction_id}", get(routes::get_payment))
         .route(
@@ -60,10 +59,8 @@ pub fn app(state: AppState, readiness: Readiness) -> Router {
         )
         .route("/refunds", post(routes::create_refund))
         .with_state(state)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .merge(ops::router(readiness))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(ops::track_metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    ops::with_ops(api, readiness)
 }
 
 pub async fn connect(config: &Config) -> anyhow::Result<Database> {

@@ -22,7 +22,6 @@ use axum::{
 use mongodb::Database;
 use moviebook_common::{
     auth::{ADMIN_ROLE, JwtKeys},
-    error::not_found,
     ops::{self, Readiness},
 };
 
@@ -48,7 +47,7 @@ impl FromRef<AppState> for Arc<JwtKeys> {
 
 /// The routes of the service plus `/health`, `/ready` and `/metrics`.
 pub fn app(state: AppState, readiness: Readiness) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/register", post(routes::register))
         .route("/api/v1/login", post(routes::login))
         .route(
@@ -60,10 +59,8 @@ pub fn app(state: AppState, readiness: Readiness) -> Router {
             get(routes::get_profile).put(routes::update_profile),
         )
         .with_state(state)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .merge(ops::router(readiness))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(ops::track_metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    ops::with_ops(api, readiness)
 }
 
 pub async fn connect(config: &Config) -> anyhow::Result<Database> {
