@@ -765,6 +765,20 @@ pub async fn analyze(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// The live view of a showtime's seats (an expired hold reads as AVAILABLE); a macro so the
+/// two statements below are compile-time constants, not strings built on every call.
+macro_rules! seat_select {
+    () => {
+        "SELECT s.seat_number, s.row_label, s.seat_col, s.seat_type, \
+         s.price_cents, \
+         CASE WHEN s.status = 'LOCKED' AND s.locked_until <= now() THEN 'AVAILABLE' \
+           ELSE s.status END AS status, \
+         CASE WHEN s.status = 'LOCKED' AND s.locked_until > now() THEN s.booking_id END AS booking_id, \
+         CASE WHEN s.status = 'LOCKED' AND s.locked_until > now() THEN s.locked_until END AS locked_until \
+         FROM seats s WHERE s.showtime_id = $1"
+    };
+}
+
 /// Seats of a showtime with their live status; `numbers` = None means every seat.
 pub async fn seats(
     pool: &PgPool,
@@ -773,24 +787,18 @@ pub async fn seats(
 ) -> Result<Vec<Seat>> {
     // Two statements rather than `$2 IS NULL OR ...`: a prepared statement's generic plan
     // could not use the primary key for the seat numbers and would scan the whole showtime.
-    const COLUMNS: &str = "SELECT s.seat_number, s.row_label, s.seat_col, s.seat_type, \
-         s.price_cents, \
-         CASE WHEN s.status = 'LOCKED' AND s.locked_until <= now() THEN 'AVAILABLE' \
-           ELSE s.status END AS status, \
-         CASE WHEN s.status = 'LOCKED' AND s.locked_until > now() THEN s.booking_id END AS booking_id, \
-         CASE WHEN s.status = 'LOCKED' AND s.locked_until > now() THEN s.locked_until END AS locked_until \
-         FROM seats s WHERE s.showtime_id = $1";
     let rows = match numbers {
         Some(numbers) => {
-            sqlx::query_as::<_, Seat>(&format!("{COLUMNS} AND s.seat_number = ANY($2)"))
+            sqlx::query_as::<_, Seat>(concat!(seat_select!(), " AND s.seat_number = ANY($2)"))
                 .bind(showtime_id)
                 .bind(numbers)
                 .fetch_all(pool)
                 .await?
         }
         None => {
-            sqlx::query_as::<_, Seat>(&format!(
-                "{COLUMNS} ORDER BY length(s.row_label), s.row_label, s.seat_col"
+            sqlx::query_as::<_, Seat>(concat!(
+                seat_select!(),
+                " ORDER BY length(s.row_label), s.row_label, s.seat_col"
             ))
             .bind(showtime_id)
             .fetch_all(pool)
