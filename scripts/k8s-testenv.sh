@@ -30,8 +30,10 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 ETCD_VERSION=${ETCD_VERSION:-}               # empty: the etcd client version k8s.io/kubernetes pins
 CACHE=${K8S_TESTENV_CACHE:-$HOME/.cache/moviebook/k8s}
 BIN=${K8S_TESTENV_BIN:-$CACHE/bin/$K8S_VERSION}
-ETCD_PORT=${ETCD_PORT:-23790} ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
-API_PORT=${API_PORT:-26443}   KCM_PORT=${KCM_PORT:-20257}
+# MOVIEBOOK_TEST_SLOT=N shifts the default ports by 10*N (as scripts/stack.sh does for the stores).
+SLOT_OFFSET=$(( ${MOVIEBOOK_TEST_SLOT:-0} * 10 ))
+ETCD_PORT=${ETCD_PORT:-$((23790 + 2 * SLOT_OFFSET))} ETCD_PEER_PORT=${ETCD_PEER_PORT:-$((23800 + 2 * SLOT_OFFSET))}
+API_PORT=${API_PORT:-$((26443 + SLOT_OFFSET))}   KCM_PORT=${KCM_PORT:-$((20257 + SLOT_OFFSET))}
 RUN=${K8S_TESTENV_RUN:-${TMPDIR:-/tmp}/moviebook-k8s-testenv-$API_PORT}
 # pvc protection: lets deleted PVCs (dataOnDelete: Delete, namespace teardown) actually go away.
 KCM_CONTROLLERS=${KCM_CONTROLLERS:-garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,persistentvolumeclaim-protection-controller}

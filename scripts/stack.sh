@@ -7,7 +7,9 @@
 #   scripts/stack.sh PROFILE rabbit-stop|rabbit-start   (tests: a real broker outage)
 #
 # PROFILE is `dev` (standard ports: what `make dev` uses) or `test` (its own port range and
-# state folder, so `make test` never touches a running `make dev`).
+# state folder, so `make test` never touches a running `make dev`). MOVIEBOOK_TEST_SLOT=N (0-9)
+# shifts the test profile's ports by 10*N and gives it its own state folder (`test-N`), so
+# several test runs (e.g. in separate worktrees) can run side by side.
 #
 # A server whose URL is already given in the environment (DATABASE_URL, MONGODB_URL, REDIS_URL,
 # RABBITMQ_URL) is used as it is and not started. Idempotent: `up` twice starts nothing twice;
@@ -18,7 +20,13 @@ PROFILE=${1:-}
 CMD=${2:-}
 case $PROFILE in
   dev)  PG_PORT=5432  MONGO_PORT=27017 REDIS_PORT=6379  RABBIT_PORT=5672  RABBIT_DIST=25672 EPMD_PORT=4369 ;;
-  test) PG_PORT=55432 MONGO_PORT=57017 REDIS_PORT=56379 RABBIT_PORT=55672 RABBIT_DIST=55673 EPMD_PORT=54369 ;;
+  test)
+    SLOT=${MOVIEBOOK_TEST_SLOT:-0}
+    [[ $SLOT =~ ^[0-9]$ ]] || { echo "MOVIEBOOK_TEST_SLOT must be a digit, got '$SLOT'" >&2; exit 2; }
+    o=$((SLOT * 10))
+    PG_PORT=$((55432 + o)) MONGO_PORT=$((57017 + o)) REDIS_PORT=$((56379 + o))
+    RABBIT_PORT=$((55672 + o)) RABBIT_DIST=$((55673 + o)) EPMD_PORT=$((54369 + o))
+    ((SLOT == 0)) || PROFILE=test-$SLOT ;;
   *) echo "usage: $0 dev|test up|down|status|env|install|rabbit-stop|rabbit-start" >&2; exit 2 ;;
 esac
 
@@ -114,7 +122,7 @@ pg_up() {
       echo "unix_socket_directories = '$run'"
       echo "max_connections = 400"
       echo "shared_buffers = 256MB"
-      if [[ $PROFILE == test ]]; then echo "fsync = off"; echo "synchronous_commit = off"; echo "full_page_writes = off"; fi
+      if [[ $PROFILE == test* ]]; then echo "fsync = off"; echo "synchronous_commit = off"; echo "full_page_writes = off"; fi
     } >> "$data/postgresql.conf"
   fi
   as_pg "$bin/pg_ctl" -D "$data" -l "$STATE/logs/postgres.log" -w -t 60 start >/dev/null
@@ -189,7 +197,7 @@ redis_up() {
   local pidf=$STATE/run/redis.pid
   check_free redis "$REDIS_PORT" "$pidf" || { log "Redis already running on $REDIS_PORT"; return; }
   mkdir -p "$STATE/redis" "$STATE/run" "$STATE/logs"
-  local persist=(--appendonly yes); [[ $PROFILE == test ]] && persist=(--save "" --appendonly no)
+  local persist=(--appendonly yes); [[ $PROFILE == test* ]] && persist=(--save "" --appendonly no)
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE/redis" --daemonize yes \
     --pidfile "$pidf" --logfile "$STATE/logs/redis.log" "${persist[@]}" >/dev/null
   wait_until redis 20 redis-cli -p "$REDIS_PORT" ping
