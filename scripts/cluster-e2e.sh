@@ -105,6 +105,8 @@ operator:
 system:
   name: $SYS
   spec:
+    # its own node ports, so it runs beside make cluster-up (30080-30082)
+    gateway: { type: None, direct: { nodePorts: { graphql: 31080, user: 31081, catalogue: 31082 } } }
     services:
       booking: { replicas: 2 }
 EOF
@@ -125,15 +127,22 @@ for s in postgres mongodb redis rabbitmq; do
 done
 ok "the four stores run their stand-in images"
 
+# The URLs from the host: the public Services' node ports (gateway None) on the node address;
+# the notification API is not public, so it is read at a notification pod's IP (pod IPs are
+# reachable from the node, never from elsewhere).
 urls() {
-  local p
-  for svc in booking user notification cinema; do
-    p=$(k get svc "$SYS-$svc" -o 'jsonpath={.spec.ports[?(@.name=="http")].nodePort}')
-    [[ -n $p ]] || fail "Service $SYS-$svc has no node port (gateway none exposes the services as NodePort)"
+  local p svc ip
+  for svc in graphql user catalogue; do
+    p=$(k get svc "$SYS-public-$svc" -o 'jsonpath={.spec.ports[0].nodePort}')
+    [[ -n $p ]] || fail "Service $SYS-public-$svc has no node port (gateway type None)"
     eval "PORT_${svc}=$p"
   done
-  GRAPHQL=http://$NODE_IP:$PORT_booking/graphql USERS=http://$NODE_IP:$PORT_user
-  NOTIFY=http://$NODE_IP:$PORT_notification CATALOGUE=http://$NODE_IP:$PORT_cinema
+  [[ $PORT_graphql == 31080 && $PORT_user == 31081 && $PORT_catalogue == 31082 ]] \
+    || fail "node ports $PORT_graphql/$PORT_user/$PORT_catalogue, the resource asked for 31080/31081/31082"
+  ip=$(k get pods -l "app.kubernetes.io/name=notification,app.kubernetes.io/instance=$SYS" --field-selector=status.phase=Running -o 'jsonpath={.items[0].status.podIP}')
+  [[ -n $ip ]] || fail "no running notification pod"
+  GRAPHQL=http://$NODE_IP:$PORT_graphql/graphql USERS=http://$NODE_IP:$PORT_user
+  CATALOGUE=http://$NODE_IP:$PORT_catalogue NOTIFY=http://$ip:8004
   FLOW=(python3 scripts/flow_check.py --graphql "$GRAPHQL" --users "$USERS" --notifications "$NOTIFY")
 }
 urls

@@ -206,7 +206,8 @@ restore_sysctls() {
 
 host_network() {
   if ! ip link show "$NODE_IF" >/dev/null 2>&1; then
-    ip link add "$NODE_IF" type dummy
+    # a dummy interface where the kernel has them, else an empty bridge (works the same here)
+    ip link add "$NODE_IF" type dummy 2>/dev/null || ip link add "$NODE_IF" type bridge
     echo "$NODE_IF" >"$STATE/created-interface"
   fi
   ip addr replace "$NODE_IP/32" dev "$NODE_IF"
@@ -214,6 +215,25 @@ host_network() {
   # Pod-to-Service traffic between two pods on the bridge must traverse iptables (kube-proxy).
   echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
   echo 1 >/proc/sys/net/ipv4/ip_forward
+  fence
+}
+
+# Nothing of the node leaves the machine: pods may talk to each other and to this host only
+# (forwarding from the pod network anywhere but the bridge is refused), and a Service IP that
+# kube-proxy did not translate is refused instead of being routed out of the default route.
+# Our own chains, named MOVIEBOOK-NODE-*, hooked first into FORWARD and OUTPUT.
+fence() {
+  local t
+  for t in MOVIEBOOK-NODE-FWD MOVIEBOOK-NODE-OUT; do iptables -N "$t" 2>/dev/null || iptables -F "$t"; done
+  iptables -A MOVIEBOOK-NODE-FWD -s "$POD_CIDR" -o "$BRIDGE" -j RETURN
+  iptables -A MOVIEBOOK-NODE-FWD -s "$POD_CIDR" -j REJECT
+  iptables -A MOVIEBOOK-NODE-FWD -d "$SERVICE_CIDR" -j REJECT
+  iptables -A MOVIEBOOK-NODE-OUT -d "$SERVICE_CIDR" -j REJECT
+  # first in line, before the kube-proxy's and the kubelet's rules (called again once they run)
+  while iptables -D FORWARD -j MOVIEBOOK-NODE-FWD 2>/dev/null; do :; done
+  while iptables -D OUTPUT -j MOVIEBOOK-NODE-OUT 2>/dev/null; do :; done
+  iptables -I FORWARD 1 -j MOVIEBOOK-NODE-FWD
+  iptables -I OUTPUT 1 -j MOVIEBOOK-NODE-OUT
 }
 
 # cgroup v1 hierarchies (plus the v2 one) mounted under /sys/fs/cgroup: the kubelet's tree
@@ -409,7 +429,8 @@ start_processes() {
       --service-account-issuer=https://kubernetes.default.svc.cluster.local \
       --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
       --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC \
-      --enable-admission-plugins=NodeRestriction --allow-privileged=true --profiling=false
+      --enable-admission-plugins=NodeRestriction --allow-privileged=true --profiling=false \
+      --kubelet-preferred-address-types=InternalIP
     wait_for kube-apiserver 120 api_ok
   fi
   if ! ours kube-controller-manager "$K8S_BIN/kube-controller-manager"; then
@@ -441,6 +462,8 @@ start_processes() {
     launch kube-proxy "$K8S_BIN/kube-proxy" --config="$STATE/kube-proxy.yaml"
   fi
   wait_for kubelet 120 node_ready
+  wait_for kube-proxy 60 iptables -t nat -S KUBE-SERVICES
+  fence
 }
 
 # ---- infrastructure images and add-ons ----------------------------------------------------
@@ -530,22 +553,24 @@ kill_shims() { # containerd-shim-runc-v2 processes of OUR containerd (its socket
 }
 
 iptables_cleanup() {
-  [[ -x $K8S_BIN/kube-proxy ]] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  local cmd table chain rule
+  [[ -x $K8S_BIN/kube-proxy ]] && { "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; }
+  local cmd table chain rule ours='^(KUBE-|MOVIEBOOK-NODE-)'
   for cmd in iptables ip6tables; do
     command -v "$cmd" >/dev/null || continue
     for table in filter nat mangle; do
-      # rules in built-in chains that jump to our chains, then our chains
-      "$cmd" -t "$table" -S 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE-|KUBE-ROUTER-)' \
-        | while IFS= read -r rule; do eval "$cmd -t $table ${rule/-A/-D}" 2>/dev/null || true; done
-      for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^KUBE-/ {print $2}'); do
+      # the jumps from the built-in chains into our chains, then our chains themselves
+      while IFS= read -r rule; do
+        [[ -n $rule ]] && eval "$cmd -t $table ${rule/#-A/-D}" 2>/dev/null
+      done < <("$cmd" -t "$table" -S 2>/dev/null | awk -v re="$ours" '$1 == "-A" && $2 !~ re { for (i = 3; i < NF; i++) if ($i == "-j" && $(i+1) ~ re) { print; break } }')
+      for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk -v re="$ours" '$1 == "-N" && $2 ~ re {print $2}'); do
         "$cmd" -t "$table" -F "$chain" 2>/dev/null || true
       done
-      for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^KUBE-/ {print $2}'); do
+      for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk -v re="$ours" '$1 == "-N" && $2 ~ re {print $2}'); do
         "$cmd" -t "$table" -X "$chain" 2>/dev/null || true
       done
     done
   done
+  return 0
 }
 
 down() {

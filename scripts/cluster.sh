@@ -9,7 +9,7 @@
 #           a MovieBookingSystem with sample data (scripts/cluster/values.yaml); returns when the
 #           resource is Ready and prints how to reach it. Idempotent.
 #   env     prints only `export` lines: KUBECONFIG, MOVIEBOOK_GRAPHQL_URL, MOVIEBOOK_USER_URL,
-#           MOVIEBOOK_CATALOGUE_URL (and MOVIEBOOK_NOTIFICATION_URL), reachable from this host.
+#           MOVIEBOOK_CATALOGUE_URL, reachable from this host (node ports on 10.245.0.1).
 #   down    removes everything (scripts/cluster-node.sh down): processes, mounts, iptables
 #           chains, cni0, sysctls, the node's state. Caches (binaries, images) stay.
 #   status  exits 0 when the MovieBookingSystem is Ready.
@@ -54,25 +54,21 @@ wait_ready() { # namespace name seconds
   return 1
 }
 
-# Node port of a Service port, or nothing.
-node_port() { # service port-name
-  kc -n "$NS" get svc "$1" -o "jsonpath={.spec.ports[?(@.name==\"$2\")].nodePort}" 2>/dev/null || true
+# Node port of a Service's first port, or nothing.
+node_port() { # service
+  kc -n "$NS" get svc "$1" -o 'jsonpath={.spec.ports[0].nodePort}' 2>/dev/null || true
 }
 
 print_env() {
   [[ -f $KUBECONFIG ]] || die "no cluster (run make cluster-up)"
   echo "export KUBECONFIG=$KUBECONFIG"
-  local graphql user cinema notif endpoint
-  # The operator publishes where GraphQL is; for the per-service URLs read the NodePorts of its
-  # Services (gateway `none`) — each is printed only when it exists.
-  endpoint=$(kc -n "$NS" get mbs "$SYSTEM" -o 'jsonpath={.status.endpoints.graphql}' 2>/dev/null || true)
-  graphql=$(node_port "$SYSTEM-booking" http); user=$(node_port "$SYSTEM-user" http)
-  cinema=$(node_port "$SYSTEM-cinema" http); notif=$(node_port "$SYSTEM-notification" http)
-  if [[ -n $graphql ]]; then echo "export MOVIEBOOK_GRAPHQL_URL=http://$NODE_IP:$graphql/graphql"
-  elif [[ -n $endpoint ]]; then echo "export MOVIEBOOK_GRAPHQL_URL=$endpoint"; fi
+  local graphql user catalogue
+  # gateway type None: the public Services' node ports on the node address
+  graphql=$(node_port "$SYSTEM-public-graphql"); user=$(node_port "$SYSTEM-public-user")
+  catalogue=$(node_port "$SYSTEM-public-catalogue")
+  [[ -n $graphql ]] && echo "export MOVIEBOOK_GRAPHQL_URL=http://$NODE_IP:$graphql/graphql"
   [[ -n $user ]] && echo "export MOVIEBOOK_USER_URL=http://$NODE_IP:$user"
-  [[ -n $cinema ]] && echo "export MOVIEBOOK_CATALOGUE_URL=http://$NODE_IP:$cinema"
-  [[ -n $notif ]] && echo "export MOVIEBOOK_NOTIFICATION_URL=http://$NODE_IP:$notif"
+  [[ -n $catalogue ]] && echo "export MOVIEBOOK_CATALOGUE_URL=http://$NODE_IP:$catalogue"
   return 0
 }
 
@@ -88,6 +84,7 @@ up() {
   log "helm upgrade --install $RELEASE charts/moviebook (namespace $NS, version $tag)"
   "$HELM" upgrade --install "$RELEASE" charts/moviebook -n "$NS" --create-namespace \
     -f "$(values_file)" --set "operator.image.tag=$tag" --set-string "system.spec.version=$tag" \
+    --set "operator.watchNamespace=$NS" \
     --wait --timeout 5m >"$STATE/logs/helm.log" 2>&1 || { cat "$STATE/logs/helm.log" >&2; die "helm upgrade --install failed"; }
   log "waiting for MovieBookingSystem $SYSTEM to be Ready (up to ${TIMEOUT}s)"
   wait_ready "$NS" "$SYSTEM" "$TIMEOUT" || die "MovieBookingSystem $SYSTEM is not Ready (see above; logs: kubectl -n $NS logs deploy/$RELEASE-operator)"
