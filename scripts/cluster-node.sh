@@ -39,6 +39,10 @@ CGROUP_ROOT=/moviebook-node
 BRIDGE=cni0
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 LOCAL_PATH_VERSION=${LOCAL_PATH_VERSION:-v0.0.30}
+KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}
+# NetworkPolicies enforced by kube-router's firewall (issue 13); MOVIEBOOK_NODE_NETPOL=0 leaves
+# them unenforced, as the bridge CNI alone does.
+NETPOL=${MOVIEBOOK_NODE_NETPOL:-1}
 TOOLS=$CACHE/node-tools          # CoreDNS, local-path-provisioner, pause, kube-router, decK
 IMAGES=$CACHE/images
 SOCK=$STATE/containerd/containerd.sock
@@ -117,6 +121,10 @@ build() {
       "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
     go_tool local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
       github.com/rancher/local-path-provisioner
+    if [[ $NETPOL == 1 ]]; then
+      go_tool kube-router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION" \
+        github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+    fi
   )
   build_pause
 }
@@ -161,9 +169,10 @@ EOF
   sign controller-manager /CN=system:kube-controller-manager client
   sign scheduler /CN=system:kube-scheduler client
   sign kube-proxy /CN=system:kube-proxy client
+  sign kube-router /CN=system:kube-router client
   key "$d/sa.key"; openssl pkey -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
   local n
-  for n in admin kubelet controller-manager scheduler kube-proxy; do
+  for n in admin kubelet controller-manager scheduler kube-proxy kube-router; do
     cat >"$d/$n.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -276,6 +285,7 @@ ours() { # name binary
 bin_of() {
   case $1 in
     containerd) command -v containerd ;;
+    kube-router) echo "$TOOLS/kube-router" ;;
     etcd|kube-*|kubelet) echo "$K8S_BIN/$1" ;;
   esac
 }
@@ -466,6 +476,20 @@ start_processes() {
   fence
 }
 
+start_netpol() {
+  local d=$STATE/pki
+  if [[ $NETPOL == 1 ]] && ! ours kube-router "$TOOLS/kube-router"; then
+    # NetworkPolicy enforcement only (iptables + ipsets); routing stays the bridge's and
+    # Services kube-proxy's. Health and metrics servers off: nothing listens on 0.0.0.0.
+    log "starting kube-router $KUBE_ROUTER_VERSION (NetworkPolicy enforcement)"
+    launch kube-router "$TOOLS/kube-router" --kubeconfig="$d/kube-router.kubeconfig" \
+      --hostname-override="$NODE_NAME" --run-router=false --run-service-proxy=false --run-firewall=true \
+      --run-loadbalancer=false --health-port=0 --metrics-port=0 --enable-cni=false --enable-ipv6=false \
+      --service-cluster-ip-range="$SERVICE_CIDR"
+    wait_for kube-router 60 iptables -S KUBE-ROUTER-FORWARD
+  fi
+}
+
 # ---- infrastructure images and add-ons ----------------------------------------------------
 import_infra_images() {
   "$ROOT/scripts/cluster-images.sh" infra >&2
@@ -513,6 +537,8 @@ up() {
   start_processes
   import_infra_images
   deploy_addons
+  start_netpol
+  fence
   wait_for coredns 60 dns_ok || die "CoreDNS does not resolve kubernetes.default"
   trap - ERR
   log "node $NODE_NAME Ready, CoreDNS and the local-path StorageClass up in $((SECONDS - t0))s (state in $STATE)"
@@ -584,8 +610,10 @@ down() {
     [[ $n == containerd ]] && continue
     stop_proc "$n"
   done
-  # kube-router (issue 13) when it ran
-  [[ -f $STATE/run/kube-router.pid ]] && { ours kube-router "$TOOLS/kube-router" && kill "$(cat "$STATE/run/kube-router.pid")" 2>/dev/null; rm -f "$STATE/run/kube-router.pid"; }
+  if [[ -f $STATE/run/kube-router.pid ]]; then
+    stop_proc kube-router
+    "$TOOLS/kube-router" --cleanup-config >/dev/null 2>&1 || true
+  fi
   stop_proc containerd
   kill_shims
   for n in $netns; do
@@ -594,6 +622,10 @@ down() {
   # every mount under the state folder, deepest first
   while IFS= read -r m; do umount -l "$m" 2>/dev/null || true; done < <(awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r)
   iptables_cleanup
+  # kube-router's ipsets (all named KUBE-*), once no rule references them
+  if command -v ipset >/dev/null; then
+    for n in $(ipset list -n 2>/dev/null | grep '^KUBE-' || true); do ipset destroy "$n" 2>/dev/null || true; done
+  fi
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
   if [[ -f $STATE/created-interface ]]; then ip link delete "$NODE_IF" 2>/dev/null || true; fi
   restore_sysctls

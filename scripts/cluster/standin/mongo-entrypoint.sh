@@ -20,4 +20,15 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-exec python3 -m secantus --host "$host" --port "$port" --storage-path "$dbpath" --log-level "${SECANTUS_LOG_LEVEL:-WARNING}"
+# WiredTiger's cache (SecantusDB's default is 1G): a quarter of the container's memory limit,
+# at least 64 MiB, as mongod sizes its cache from the memory it may use.
+cache=${SECANTUS_CACHE_SIZE:-}
+if [ -z "$cache" ]; then
+  limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo max)
+  case "$limit" in
+    ''|max|*[!0-9]*) cache=1G ;;
+    *) mb=$((limit / 4 / 1048576)); [ "$mb" -lt 64 ] && mb=64; [ "$mb" -gt 1024 ] && mb=1024; cache=${mb}M ;;
+  esac
+fi
+exec python3 -m secantus --host "$host" --port "$port" --storage-path "$dbpath" --cache-size "$cache" \
+  --log-level "${SECANTUS_LOG_LEVEL:-WARNING}"
