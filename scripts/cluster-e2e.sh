@@ -4,7 +4,8 @@
 # migration Jobs. Every check can fail and stops the run with what it saw.
 #
 #   1. images: the stand-in stores and the services + operator from this workspace's binaries
-#      (tags <version>-e2e.1/.2/.3: the version bumps below), checked against the Dockerfile
+#      (tags <version>-e2e.1/.2/.3: the version bumps below), checked against the Dockerfile;
+#      NetworkPolicies enforced (scripts/cluster-netpol-check.sh)
 #   2. helm install of charts/moviebook in its own namespace: the operator runs as a pod; the
 #      MovieBookingSystem (stand-in stores, gateway none, sample data) becomes Ready
 #   3. the documented flow over the wire from the host (scripts/flow_check.py flow)
@@ -95,6 +96,9 @@ for t in "$T1" "$T2" "$T3"; do
 done
 ok "imported: moviebook.local/<service>:{$T1,$T2,$T3}, the four stand-in stores"
 IMAGE_VERSION=$T1 EXTRA_TAGS="$T2 $T3" scripts/cluster-images.sh check || fail "the node images and the Dockerfile disagree"
+
+step "NetworkPolicies are enforced on the node (kube-router)"
+scripts/cluster-netpol-check.sh || fail "NetworkPolicy enforcement"
 
 # ---- 2. install -------------------------------------------------------------------------------
 step "helm install $REL (operator as a pod, MovieBookingSystem $SYS)"
