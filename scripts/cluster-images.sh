@@ -12,7 +12,8 @@
 #               moviebook.local/mongo-standin-secantusdb:V  SecantusDB V (MongoDB-compatible)
 #   services  moviebook.local/<name>:<version> for every image of scripts/images.tsv, from the
 #             binaries the test build made ($CARGO_TARGET_DIR/debug; `cargo build --bins` is a
-#             no-op after `cargo test`); EXTRA_TAGS adds tags (the e2e test's version bumps).
+#             no-op after `cargo test`); EXTRA_TAGS adds tags (the e2e test's version bumps),
+#             IMAGE_VERSION replaces the version tag, MOVIEBOOK_IMAGE_NO_BUILD=1 skips `cargo build`.
 #   check     the Dockerfile and the node images agree (scripts/images.py check-dockerfile).
 #
 # Archives are cached in $MOVIEBOOK_CACHE/images; a rebuild happens only when its inputs change.
@@ -224,7 +225,9 @@ services() {
   version=${IMAGE_VERSION:-$(moviebook_version)}
   mapfile -t names < <(py list)
   for n in "${names[@]}"; do bins+=(--bin "$n"); done
-  if [[ $PROFILE_DIR == debug ]]; then
+  if [[ ${MOVIEBOOK_IMAGE_NO_BUILD:-} == 1 ]]; then
+    log "using the binaries in $CARGO_TARGET_DIR/$PROFILE_DIR as they are (MOVIEBOOK_IMAGE_NO_BUILD=1)"
+  elif [[ $PROFILE_DIR == debug ]]; then
     cargo build --locked --quiet "${bins[@]}" >&2 || die "cargo build ${names[*]} failed"
   else
     cargo build --locked --quiet --release "${bins[@]}" >&2 || die "cargo build --release ${names[*]} failed"
