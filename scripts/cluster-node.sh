@@ -80,7 +80,7 @@ install_runtime() {
 # go build of one main package from a module, in a wrapper module (like k8s-testenv.sh), into
 # $TOOLS/<name>. Shares GOMODCACHE/GOCACHE with the Kubernetes build.
 go_tool() { # name module version package
-  local name=$1 mod=$2 ver=$3 pkg=$4 dir=$CACHE/k8s/src/$1-$3 tmp
+  local name=$1 mod=$2 ver=$3 pkg=$4 dir=$K8S_CACHE/src/$1-$3 tmp
   [[ -x $TOOLS/$name ]] && return 0
   log "building $name $ver from $mod (once)"
   mkdir -p "$dir" "$TOOLS"
@@ -115,7 +115,7 @@ build() {
   "$ROOT/scripts/k8s-testenv.sh" build >&2
   ensure_kubectl
   (
-    exec 9>"$CACHE/k8s/.build.lock"; flock 9
+    mkdir -p "$K8S_CACHE"; exec 9>"$K8S_CACHE/.build.lock"; flock 9
     _go_env
     go_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns \
       "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
