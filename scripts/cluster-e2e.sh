@@ -11,11 +11,13 @@
 #   3. the documented flow over the wire from the host (scripts/flow_check.py flow)
 #   4. booking scaled to 3 replicas through the resource: 3 Ready pods
 #   5. `paused: true` stops changes (a replica change is not applied), unpausing applies it
-#   6. a version bump runs every service's new migration Job to success before its rollout
+#   6. a version bump runs every service's new migration Job to success before its rollout, and
+#      requests running through the rolling update (login, GraphQL, REST catalogue) all succeed
 #   7. a failing migration (data breaking the user service's unique index) blocks the user
 #      rollout with a MigrationsComplete=False condition naming it; fixed data + a spec change
 #      retries it and the rollout completes
-#   8. a service pod is killed during bookings: nothing acknowledged is lost (flow_check verify)
+#   8. a service pod is killed during bookings: nothing acknowledged is lost (flow_check verify);
+#      booking's gRPC connections reach every cinema pod (the kernel's connection table)
 #   9. delete with dataOnDelete: Retain keeps the volumes; a reinstall finds the user of step 3
 #      still able to log in, with its booking
 #
@@ -45,6 +47,9 @@ kc() { "$K8S_BIN/kubectl" "$@"; }
 k() { kc -n "$NS" "$@"; }
 mbs() { k get mbs "$SYS" -o "jsonpath=$1"; }
 cond() { mbs "{.status.conditions[?(@.type==\"$1\")].$2}"; }
+mongo_py() { # python code run in the MongoDB stand-in pod (pymongo ships with SecantusDB)
+  k exec "$SYS-mongodb-0" -c mongodb -- python3 -c "$1"
+}
 
 diagnose() {
   [[ -f ${KUBECONFIG:-/nonexistent} ]] || return 0
@@ -113,6 +118,7 @@ system:
     gateway: { type: None, direct: { nodePorts: { graphql: 31080, user: 31081, catalogue: 31082 } } }
     services:
       booking: { replicas: 2 }
+      cinema: { replicas: 2 }
 EOF
 install() {
   "$HELM" upgrade --install "$REL" charts/moviebook -n "$NS" --create-namespace \
@@ -161,6 +167,20 @@ FLOW_PASSWORD=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[
 FLOW_USER=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user_id"])' "$WORK/flow.json")
 FLOW_BOOKING=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["booking_id"])' "$WORK/flow.json")
 
+step "each MongoDB service has its own database (booking and payment do not share an outbox)"
+mongo_py "
+import pymongo
+c = pymongo.MongoClient('mongodb://127.0.0.1:27017/?directConnection=true')
+names = set(c.list_database_names())
+want = {'moviebook_user', 'moviebook_booking', 'moviebook_payment', 'moviebook_notification'}
+assert want <= names, 'databases: %s, want %s' % (sorted(names), sorted(want))
+assert c['moviebook_user']['users'].find_one({'email': '$FLOW_EMAIL'}), 'the flow user is not in moviebook_user'
+owners = [d for d in names if c[d]['users'].estimated_document_count() and d != 'moviebook_user']
+assert not owners, 'users also in %s' % owners
+print(sorted(names))
+" >"$WORK/dbs.log" 2>&1 || { cat "$WORK/dbs.log" >&2; fail "the services share MongoDB databases"; }
+ok "databases: $(tail -n 1 "$WORK/dbs.log")"
+
 # ---- 4. scale ---------------------------------------------------------------------------------
 ready_pods() { # component -> number of Ready pods
   k get pods -l "app.kubernetes.io/name=$1,app.kubernetes.io/instance=$SYS" \
@@ -195,7 +215,11 @@ ok "unpaused: booking went to 2 pods"
 # ---- 6. version bump ----------------------------------------------------------------------------
 SERVICES=(user cinema payment notification booking)
 image_of() { k get deploy "$SYS-$1" -o 'jsonpath={.spec.template.spec.containers[0].image}'; }
-step "version bump $T1 -> $T2: the migration Jobs run to success before the rollout"
+step "version bump $T1 -> $T2: the migration Jobs run to success before the rollout; no request dropped"
+"${FLOW[@]}" watch --duration 150 --catalogue "$CATALOGUE" --email "$FLOW_EMAIL" --password "$FLOW_PASSWORD" \
+  >"$WORK/watch.json" 2>"$WORK/watch.err" &
+watcher=$!
+sleep 3
 k patch mbs "$SYS" --type merge -p "{\"spec\":{\"version\":\"$T2\"}}" >/dev/null
 deadline=$((SECONDS + 600))
 while ((SECONDS < deadline)); do
@@ -223,6 +247,8 @@ done
 [[ -n $done_all ]] || fail "not every service rolled out to $T2 within 10 minutes"
 scripts/cluster.sh wait-ready "$NS" "$SYS" 300 || fail "$SYS not Ready after the bump to $T2"
 ok "every service ran its $T2 migration Job to success, then rolled out; Ready again"
+wait "$watcher" || { cat "$WORK/watch.err" >&2; fail "requests failed during the rolling update (preStop/readiness)"; }
+tail -n 1 "$WORK/watch.err"
 "${FLOW[@]}" login --email "$FLOW_EMAIL" --password "$FLOW_PASSWORD" --user-id "$FLOW_USER" --booking-id "$FLOW_BOOKING" >/dev/null \
   || fail "after the bump the user of step 3 cannot log in or lost the booking"
 
@@ -230,9 +256,6 @@ ok "every service ran its $T2 migration Job to success, then rolled out; Ready a
 # Real data that breaks the user service's migration: its unique index on email is dropped and a
 # second account with an existing email written straight into the store (as an older version
 # without the index could have), so `user-service migrate` of the next version fails with E11000.
-mongo_py() { # python code run in the MongoDB stand-in pod (pymongo ships with SecantusDB)
-  k exec "$SYS-mongodb-0" -c mongodb -- python3 -c "$1"
-}
 step "a failing migration blocks the rollout ($T2 -> $T3) and recovers once fixed"
 mongo_py "
 import pymongo
@@ -288,6 +311,20 @@ k delete pod "$victim2" --wait=false >/dev/null
 ok "deleted $victim and $victim2 while 4 clients booked and paid"
 wait "$load" || { tail -n 5 "$WORK/load.err" >&2; fail "the booking load itself failed"; }
 "${FLOW[@]}" verify --results "$WORK/load.jsonl" >"$WORK/verify.json" || fail "data was lost or inconsistent after the pod kills"
+
+step "booking's gRPC connections reach every cinema pod (not pinned to one)"
+wait_pods cinema 2 180 || fail "cinema did not come back to 2 Ready pods"
+"${FLOW[@]}" bookings --clients 2 --duration 15 >"$WORK/load2.jsonl" 2>>"$WORK/load.err" || fail "second booking load"
+cinema_ips=$(k get pods -l "app.kubernetes.io/name=cinema,app.kubernetes.io/instance=$SYS" --field-selector=status.phase=Running -o 'jsonpath={.items[*].status.podIP}')
+booking_ips=$(k get pods -l "app.kubernetes.io/name=booking,app.kubernetes.io/instance=$SYS" --field-selector=status.phase=Running -o 'jsonpath={.items[*].status.podIP}')
+# the kernel's connection table: established TCP connections to port 9090, by source and destination
+conntrack -L -p tcp --dport 9090 --state ESTABLISHED 2>/dev/null >"$WORK/conntrack.txt" || true
+for c in $cinema_ips; do
+  n=0
+  for b in $booking_ips; do grep -q "src=$b dst=$c sport=[0-9]* dport=9090" "$WORK/conntrack.txt" && n=$((n + 1)); done
+  ((n > 0)) || fail "no booking pod holds a gRPC connection to cinema pod $c (booking pins one cinema pod?): $(grep -c dport=9090 "$WORK/conntrack.txt") connections to :9090"
+done
+ok "every cinema pod ($cinema_ips) has gRPC connections from booking"
 wait_pods booking 2 180 || fail "booking did not come back to 2 Ready pods"
 
 # ---- 9. delete with Retain, reinstall ---------------------------------------------------------

@@ -11,6 +11,9 @@ it runs against any installation: the local node (scripts/cluster-e2e.sh), kind 
   flow_check.py login     logs in as --email/--password and checks the answer's user id
   flow_check.py bookings  --clients N --duration S: concurrent book+pay loops (one user each);
                           prints every outcome as JSON lines (for the e2e test's accounting)
+  flow_check.py watch     --duration S [--catalogue URL] --email/--password: requests in a
+                          loop (login, GraphQL movies, the REST catalogue) while something
+                          changes (a rolling update); fails if any request failed
   flow_check.py verify    --results FILE: every acknowledged booking is still there with the
                           state it was acknowledged in, every confirmed one has its
                           booking.confirmed notification, and no seat is sold twice
@@ -306,9 +309,39 @@ def cmd_verify(a) -> dict:
     return summary
 
 
+def cmd_watch(a) -> dict:
+    """Sequential requests for `duration` seconds; every failure is collected (a rolling update
+    that drops requests shows up here). Three kinds, so every rolled service is on the path."""
+    c = Client(a.graphql, a.users, a.notifications)
+    stop_at = time.monotonic() + a.duration
+    counts = {"login": 0, "movies": 0, "catalogue": 0}
+    failures = []
+    while time.monotonic() < stop_at:
+        for kind in counts:
+            try:
+                if kind == "login":
+                    c.login(a.email, a.password)
+                elif kind == "movies":
+                    if not c.showtimes()[0]:
+                        raise Fail("no movies")
+                elif a.catalogue:
+                    code, body = http("GET", f"{a.catalogue.rstrip('/')}/api/v1/movies")
+                    if code != 200:
+                        raise Fail(f"GET /api/v1/movies: HTTP {code}: {body}")
+                counts[kind] += 1
+            except (Fail, urllib.error.URLError, OSError) as e:
+                failures.append(f"{kind}: {e}")
+        time.sleep(a.interval)
+    summary = {"requests": counts, "failures": failures}
+    if failures:
+        raise Fail(f"{len(failures)} requests failed while it rolled: {failures[:5]}")
+    ok(f"{sum(counts.values())} requests ({counts}) during the rollout, none failed")
+    return summary
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["flow", "login", "bookings", "verify"])
+    p.add_argument("cmd", choices=["flow", "login", "bookings", "verify", "watch"])
     p.add_argument("--graphql", required=True)
     p.add_argument("--users", required=True)
     p.add_argument("--notifications")
@@ -319,6 +352,8 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--duration", type=float, default=30)
     p.add_argument("--results")
+    p.add_argument("--catalogue")
+    p.add_argument("--interval", type=float, default=0.05)
     a = p.parse_args()
     try:
         if a.cmd == "flow":
@@ -329,6 +364,8 @@ def main() -> int:
             cmd_bookings(a)
         elif a.cmd == "verify":
             print(json.dumps(cmd_verify(a)))
+        elif a.cmd == "watch":
+            print(json.dumps(cmd_watch(a)))
     except Fail as e:
         print(f"flow_check: FAIL: {e}", file=sys.stderr)
         return 1
