@@ -120,6 +120,10 @@ system:
       booking: { replicas: 2 }
       cinema: { replicas: 2 }
 EOF
+# Helm installs a chart's CRD only when it is absent: apply this tree's, so a node that an older
+# checkout set up validates the fields this operator knows.
+kc apply --server-side --force-conflicts --field-manager=moviebook-node -f charts/moviebook/crds/ >/dev/null || fail "applying the CRD"
+kc wait --for=condition=Established --timeout=60s crd/moviebookingsystems.moviebook.io >/dev/null
 install() {
   "$HELM" upgrade --install "$REL" charts/moviebook -n "$NS" --create-namespace \
     -f "$WORK/values.yaml" -f "$WORK/e2e-values.yaml" --set "operator.image.tag=$T1" \

@@ -81,6 +81,10 @@ up() {
   log "images imported after $((SECONDS - t0))s"
   tag=$(moviebook_version)
   ensure_helm
+  # Helm installs a chart's CRD only when it is absent: apply this tree's (an older checkout's
+  # CRD would drop the fields this operator knows).
+  kc apply --server-side --force-conflicts --field-manager=moviebook-node -f charts/moviebook/crds/ >/dev/null
+  kc wait --for=condition=Established --timeout=60s crd/moviebookingsystems.moviebook.io >/dev/null
   log "helm upgrade --install $RELEASE charts/moviebook (namespace $NS, version $tag)"
   "$HELM" upgrade --install "$RELEASE" charts/moviebook -n "$NS" --create-namespace \
     -f "$(values_file)" --set "operator.image.tag=$tag" --set-string "system.spec.version=$tag" \
