@@ -61,6 +61,25 @@ diagnose() {
   echo "(files kept in $WORK)"
 }
 
+# Removes this test's namespace: the resources first, while their operator still runs to remove
+# its finalizer, then the namespace; an operator deleted with the namespace before it finished
+# leaves its finalizer behind, which is then removed here (the namespace is this test's own).
+purge_ns() {
+  kc get ns "$NS" >/dev/null 2>&1 || return 0
+  kc -n "$NS" delete mbs --all --wait=true --timeout=120s >/dev/null 2>&1
+  "$HELM" uninstall "$REL" -n "$NS" --wait --timeout 120s >/dev/null 2>&1
+  kc delete ns "$NS" --wait=false >/dev/null 2>&1
+  local m
+  for _ in $(seq 1 90); do
+    kc get ns "$NS" >/dev/null 2>&1 || return 0
+    for m in $(kc -n "$NS" get mbs -o name 2>/dev/null); do
+      kc -n "$NS" patch "$m" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+    done
+    sleep 2
+  done
+  return 1
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -68,14 +87,7 @@ cleanup() {
     echo "cluster-e2e: MOVIEBOOK_E2E_KEEP=1: leaving $NS and the node as they are" >&2; exit $rc
   fi
   if [[ -f ${KUBECONFIG:-/nonexistent} ]]; then
-    # the resource first, while its operator still runs its finalizer; then the release
-    kc -n "$NS" delete mbs --all --wait=true --timeout=120s >/dev/null 2>&1
-    "$HELM" uninstall "$REL" -n "$NS" --wait --timeout 120s >/dev/null 2>&1
-    # an operator that died before finishing leaves its finalizer: this namespace is ours
-    for m in $(kc -n "$NS" get mbs -o name 2>/dev/null); do
-      kc -n "$NS" patch "$m" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
-    done
-    kc delete ns "$NS" --wait=true --timeout=180s >/dev/null 2>&1
+    purge_ns
   fi
   if [[ -n $OWN_NODE && ${MOVIEBOOK_E2E_KEEP_NODE:-} != 1 ]]; then scripts/cluster-node.sh down >&2; fi
   ((rc == 0)) && rm -rf "$WORK"
@@ -97,12 +109,7 @@ else
 fi
 export KUBECONFIG=$STATE/pki/admin.kubeconfig
 ensure_helm
-if kc get ns "$NS" >/dev/null 2>&1; then   # a leftover of an interrupted run
-  for m in $(kc -n "$NS" get mbs -o name 2>/dev/null); do
-    kc -n "$NS" patch "$m" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
-  done
-  kc delete ns "$NS" --wait=true --timeout=180s >/dev/null || fail "a leftover $NS does not go away"
-fi
+purge_ns || fail "a leftover $NS does not go away"   # of an interrupted run
 
 # ---- 1. images --------------------------------------------------------------------------------
 step "images: stand-in stores, then the services and the operator from $CARGO_TARGET_DIR/debug"
@@ -322,7 +329,8 @@ assert n == 1, n
 print('removed', n)
 " >"$WORK/fix.log" 2>&1 || { cat "$WORK/fix.log" >&2; fail "could not remove the breaking data"; }
 # The operator retries a failed migration once the spec changes (operator/README.md).
-k patch mbs "$SYS" --type merge -p '{"spec":{"migrations":{"backoffLimit":3}}}' >/dev/null
+limit=$(mbs '{.spec.migrations.backoffLimit}'); limit=${limit:-3}
+k patch mbs "$SYS" --type merge -p "{\"spec\":{\"migrations\":{\"backoffLimit\":$((limit + 1))}}}" >/dev/null
 deadline=$((SECONDS + 300))
 while ((SECONDS < deadline)); do [[ $(image_of user) == *":$T3" ]] && break; sleep 3; done
 [[ $(image_of user) == *":$T3" ]] || fail "after the fix the user service did not roll out to $T3"
