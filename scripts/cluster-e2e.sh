@@ -339,6 +339,7 @@ ok "fixed: the migration succeeded on retry, user rolled out to $T3, Ready again
 
 # ---- 8. kill a pod during bookings ------------------------------------------------------------
 step "kill a booking pod and a cinema pod during bookings: nothing acknowledged is lost"
+urls   # the rollouts above replaced the notification pod (its IP is read again)
 "${FLOW[@]}" bookings --clients 4 --duration 40 >"$WORK/load.jsonl" 2>"$WORK/load.err" &
 load=$!
 sleep 12
@@ -349,6 +350,8 @@ victim2=$(k get pods -l "app.kubernetes.io/name=cinema,app.kubernetes.io/instanc
 k delete pod "$victim2" --wait=false >/dev/null
 ok "deleted $victim and $victim2 while 4 clients booked and paid"
 wait "$load" || { tail -n 5 "$WORK/load.err" >&2; fail "the booking load itself failed"; }
+wait_pods booking 2 180 || fail "booking did not come back to 2 Ready pods"
+urls   # a notification pod that answers, after the kills
 "${FLOW[@]}" verify --results "$WORK/load.jsonl" >"$WORK/verify.json" || fail "data was lost or inconsistent after the pod kills"
 
 step "booking's gRPC connections reach every cinema pod (not pinned to one)"
