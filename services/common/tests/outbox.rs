@@ -4,6 +4,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -219,7 +223,7 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
     let task = tokio::spawn(relay.run(stop_rx));
     let is_up = {
         let c = connected.clone();
-        move || c.load(std::sync::atomic::Ordering::Relaxed)
+        move || c.load(Ordering::Relaxed)
     };
 
     // Phase 1, broker up: every event is confirmed and marked published.
@@ -228,9 +232,30 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
     wait_until_published(&outbox, Duration::from_secs(30)).await;
     assert!(is_up(), "the relay is connected while the broker is up");
 
-    // Phase 2, broker down: the writes succeed (they only touch MongoDB) and every one of them
-    // waits in the outbox.
+    // Phase 2, broker going down: a writer streams events across the moment the broker stops,
+    // so some are in flight when it dies (those only have to arrive in the end). Once the relay
+    // itself reports the broker down, every event written from then on must wait in the outbox.
     let guard = BrokerGuard;
+    let stop_writer = Arc::new(AtomicBool::new(false));
+    let batches = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (db, outbox, tag) = (db.clone(), outbox.clone(), tag.clone());
+        let (stop, batches) = (stop_writer.clone(), batches.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                ids.extend(write_events(&db, &outbox, 5, 5, &tag).await);
+                batches.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ids
+        })
+    };
+    // At least one batch goes out before the stop, so the stream really spans it.
+    wait_for("the writer started", Duration::from_secs(30), || {
+        batches.load(Ordering::Relaxed) > 0
+    })
+    .await;
     stack("rabbit-stop");
     let is_down = {
         let up = is_up.clone();
@@ -242,13 +267,19 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
         is_down,
     )
     .await;
+    stop_writer.store(true, Ordering::Relaxed);
+    let around = writer.await.unwrap();
     let mut during = Vec::new();
     for _ in 0..8 {
         during.extend(write_events(&db, &outbox, 10, 5, &tag).await);
     }
-    let pending = outbox.pending_count().await.unwrap();
+    let waiting = db
+        .collection::<mongodb::bson::Document>(moviebook_common::outbox::COLLECTION)
+        .count_documents(mongodb::bson::doc! { "_id": { "$in": &during }, "published_at": null })
+        .await
+        .unwrap();
     assert_eq!(
-        pending,
+        waiting,
         during.len() as u64,
         "with the broker down every event written waits in the outbox"
     );
@@ -267,11 +298,13 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
 
     let all: HashSet<String> = before
         .iter()
+        .chain(around.iter())
         .chain(during.iter())
         .chain(after.iter())
         .cloned()
         .collect();
-    assert_eq!(all.len(), 160);
+    assert_eq!(all.len(), 160 + around.len());
+    assert!(!around.is_empty(), "events were written across the stop");
     let seen = drain(
         &queue_name,
         &all,
@@ -292,8 +325,9 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
         dup_before.is_empty(),
         "confirmed events published twice: {dup_before:?}"
     );
-    let dups = during
+    let dups = around
         .iter()
+        .chain(during.iter())
         .chain(after.iter())
         .filter(|id| seen[*id] > 1)
         .count();
