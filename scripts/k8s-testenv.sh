@@ -7,7 +7,8 @@
 # kubelet themselves (they patch Pod, Job and StatefulSet status).
 #
 #   build   builds etcd, kube-apiserver, kube-controller-manager and helm from the Go module
-#           proxy into $K8S_TESTENV_CACHE/bin/$K8S_VERSION (cached: a no-op once built).
+#           proxy into $K8S_TESTENV_CACHE/bin/$K8S_VERSION (cached: a no-op once built), with
+#           kube-scheduler, kubelet and kube-proxy for the real node (scripts/cluster-node.sh).
 #   start   starts the control plane (a no-op if this instance already runs and answers) and
 #           prints `export KUBECONFIG=...` on stdout, so `eval "$(k8s-testenv.sh start)"`
 #           exports it. Progress goes to stderr.
@@ -36,6 +37,9 @@ ETCD_PORT=${ETCD_PORT:-$((23790 + 2 * SLOT_OFFSET))} ETCD_PEER_PORT=${ETCD_PEER_
 API_PORT=${API_PORT:-$((26443 + SLOT_OFFSET))}   KCM_PORT=${KCM_PORT:-$((20257 + SLOT_OFFSET))}
 RUN=${K8S_TESTENV_RUN:-${TMPDIR:-/tmp}/moviebook-k8s-testenv-$API_PORT}
 # pvc protection: lets deleted PVCs (dataOnDelete: Delete, namespace teardown) actually go away.
+# What `build` compiles from k8s.io/kubernetes, in one `go build` (shared packages compile once):
+# the test control plane's two, the node's three (scripts/cluster-node.sh) and kubectl.
+K8S_CMDS=${K8S_CMDS:-kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl}
 KCM_CONTROLLERS=${KCM_CONTROLLERS:-garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,persistentvolumeclaim-protection-controller}
 
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local} CGO_ENABLED=0
@@ -48,15 +52,17 @@ modfile() { (cd "$(mktemp -d)" && GOFLAGS= go mod download -json "$1" \
   | sed -n 's/^[[:space:]]*"GoMod": "\([^"]*\)".*/\1/p'); }
 
 build_k8s() {
-  [[ -x $BIN/kube-apiserver && -x $BIN/kube-controller-manager ]] && return 0
-  log "building kube-apiserver and kube-controller-manager $K8S_VERSION (once; takes a while)"
+  local c missing=()
+  for c in $K8S_CMDS; do [[ -x $BIN/$c ]] || missing+=("$c"); done
+  ((${#missing[@]})) || return 0
+  log "building ${missing[*]} $K8S_VERSION (once; takes a while)"
   local rest=${K8S_VERSION#v1.} minor stg m kmod ldf p tmp
   minor=${rest%%.*}; stg="v0.$rest"
   m=$CACHE/src/k8s-$K8S_VERSION; mkdir -p "$m" "$BIN"
   kmod=$(modfile "k8s.io/kubernetes@$K8S_VERSION")
   {
     printf 'module local/k8s-testenv\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
-    printf 'tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n)\n\nreplace (\n'
+    printf 'tool (\n'; for c in $K8S_CMDS; do printf '\tk8s.io/kubernetes/cmd/%s\n' "$c"; done; printf ')\n\nreplace (\n'
     # every k8s.io module that k8s.io/kubernetes requires at v0.0.0 or maps to ./staging
     awk '($1 ~ /^k8s\.io\// && $2 == "v0.0.0") || ($2 == "=>" && $3 ~ /^\.\/staging\//) {print $1}' "$kmod" \
       | sort -u | while read -r p; do printf '\t%s => %s %s\n' "$p" "$p" "$stg"; done
@@ -71,8 +77,8 @@ build_k8s() {
   # leaves a half-written binary that the cache check above would accept.
   tmp=$(mktemp -d "$BIN/.build.XXXXXX")
   (cd "$m" && go mod tidy && go build -trimpath -tags notest,grpcnotrace -ldflags "$ldf" \
-     -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
-  mv "$tmp/kube-apiserver" "$tmp/kube-controller-manager" "$BIN/"; rmdir "$tmp"
+     -o "$tmp/" "${missing[@]/#/k8s.io/kubernetes/cmd/}")
+  for c in "${missing[@]}"; do mv "$tmp/$c" "$BIN/"; done; rmdir "$tmp"
 }
 
 build_etcd() {

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # scripts/kind-smoke.sh (`make kind-smoke`): the documented flow through Kong on the kind
 # cluster (http://localhost:8080, node port 30080 mapped by kind-config.yaml):
-#   register and log in on /api/v1 (public), a protected route refuses a request without a
-#   token and accepts the token, GraphQL browses the catalogue without a token and with one,
-#   then the rate limit answers 429 past 200 requests a minute from one client.
+#   the whole flow for real (scripts/flow_check.py flow, the same checks the node e2e test
+#   runs): register (201, duplicate 409), log in, browse the sample catalogue (it must have a
+#   bookable showtime), the seat map, createBooking, processPayment -> CONFIRMED, read back,
+#   and the notification worker's booking.confirmed record (read through a kubectl
+#   port-forward: Kong does not route the notification API); then Kong's own rules: a protected
+#   route refuses a request without a token and accepts the token, GraphQL answers with and
+#   without one, and the rate limit answers 429 past 200 requests a minute from one client.
 # Needs the cluster of `make kind-up` (so Docker).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/kind-tools.sh
 BASE=${MOVIEBOOK_URL:-http://localhost:8080}
+NS=${MOVIEBOOK_NAMESPACE:-moviebook}
 LIMIT=${RATE_LIMIT:-200}
 fail() { echo "kind-smoke: FAIL: $*" >&2; exit 1; }
 ok() { echo "    ok: $*"; }
@@ -21,7 +28,24 @@ request() {
   BODY=$(cat "$out"); rm -f "$out"
 }
 
-echo "==> Kong at $BASE"
+echo "==> the documented flow through Kong at $BASE (register, login, browse, book, pay, notified)"
+PF_PID=
+trap '[[ -n $PF_PID ]] && kill "$PF_PID" 2>/dev/null' EXIT
+notify_args=()
+if ensure_kubectl >/dev/null 2>&1 && [[ -f ${KUBECONFIG:-$HOME/.cache/moviebook/kind/kubeconfig} ]]; then
+  export KUBECONFIG=${KUBECONFIG:-$HOME/.cache/moviebook/kind/kubeconfig}
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$KUBECTL" -n "$NS" port-forward svc/moviebook-notification "$port:8004" >/dev/null 2>&1 &
+  PF_PID=$!
+  for _ in $(seq 1 40); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.25; done
+  notify_args=(--notifications "http://127.0.0.1:$port")
+fi
+((${#notify_args[@]})) || fail "cannot reach the notification service (kubectl port-forward svc/moviebook-notification): the flow needs its record"
+python3 scripts/flow_check.py flow --graphql "$BASE/graphql" --users "$BASE" "${notify_args[@]}" >/dev/null \
+  || fail "the documented flow through Kong"
+ok "registered, logged in, browsed, booked, paid (CONFIRMED), read back, notified"
+
+echo "==> Kong's rules at $BASE"
 email="smoke-$(date +%s)-$RANDOM@example.com" password='Sm0ke-test-password!'
 request POST /api/v1/register "{\"email\":\"$email\",\"password\":\"$password\",\"first_name\":\"Smoke\",\"last_name\":\"Test\"}"
 [[ $CODE == 201 ]] || fail "register: HTTP $CODE: $BODY"
@@ -47,6 +71,7 @@ request POST /graphql "$q"
 [[ $CODE == 200 ]] || fail "GraphQL without a token: HTTP $CODE: $BODY"
 n=$(json 'len(d["data"]["movies"]) if not d.get("errors") else "errors: %s" % d["errors"]' <<<"$BODY")
 [[ $n =~ ^[0-9]+$ ]] || fail "GraphQL movies: $n"
+(( n > 0 )) || fail "GraphQL movies: the catalogue is empty (no sample data?)"
 ok "GraphQL movies (public) -> $n movies"
 request POST /graphql "$q" "$token"
 [[ $CODE == 200 ]] || fail "GraphQL with the token: HTTP $CODE: $BODY"

@@ -91,12 +91,5 @@ moviebook_version() {
   sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$_root/Cargo.toml" | head -1
 }
 
-# The six images: <docker target> <image name>
-IMAGES=(
-  "user-service user-service"
-  "cinema-service cinema-service"
-  "booking-service booking-service"
-  "payment-service payment-service"
-  "notification-service notification-service"
-  "moviebook-operator moviebook-operator"
-)
+# The images: <docker target> <image name> (the same), from the one list scripts/images.tsv.
+mapfile -t IMAGES < <(python3 "$_root/scripts/images.py" list | awk '{print $1, $1}')
