@@ -104,7 +104,7 @@ pub fn build(
     (secret, config_map, hash)
 }
 
-/// Non-secret settings shared by all services (DESIGN.md's environment contract).
+/// Non-secret settings shared by all services (docs/architecture.md's environment contract).
 fn settings(spec: &MovieBookingSystemSpec, inst: &Instance) -> BTreeMap<String, String> {
     let url = |svc: ServiceKind| {
         format!(

@@ -73,7 +73,7 @@ impl ServiceKind {
         }
     }
 
-    /// Binary (and image) name fixed by DESIGN.md.
+    /// Binary (and image) name fixed by docs/architecture.md.
     pub fn binary(self) -> String {
         format!("{}-service", self.name())
     }
@@ -144,7 +144,7 @@ impl StoreKind {
         }
     }
 
-    /// The official image DESIGN.md names.
+    /// The official image docs/architecture.md names.
     pub fn default_image(self) -> &'static str {
         match self {
             StoreKind::Postgres => "postgres:15",

@@ -6,7 +6,7 @@ use moviebook_common::config::{
     ConfigError, defaults, jwt_secret, secs_or, string_or, url_or, var_or,
 };
 
-/// Default HTTP port (DESIGN.md).
+/// Default HTTP port (docs/architecture.md).
 pub const DEFAULT_PORT: u16 = 8010;
 /// Default database when `MONGODB_URL` names none.
 pub const DEFAULT_DB: &str = "moviebook_booking";

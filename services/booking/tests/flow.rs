@@ -20,7 +20,7 @@ async fn documented_flow_books_pays_and_notifies() {
     let stack = Stack::start(Options::default()).await;
     let (user_id, token) = stack.user().await;
 
-    // Browse (public, no token): the full catalogue query of DESIGN.md.
+    // Browse (public, no token): the full catalogue query of docs/architecture.md.
     let (status, body) = stack
         .gql(
             None,

@@ -21,6 +21,31 @@ fn stack_script(action: &str) {
     assert!(status.success(), "{script} {action} failed: {status}");
 }
 
+/// Whether the broker accepts an AMQP connection right now.
+async fn broker_reachable(url: &str) -> bool {
+    match moviebook_common::amqp::connect(url, "booking-outage-probe").await {
+        Ok(conn) => {
+            let _ = conn.close(200, "probe".into()).await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until the broker is observed `up` (or down), failing after a minute: the test's
+/// phases start from observed states, never from how long a stop or start command took.
+async fn wait_broker(url: &str, up: bool) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    while broker_reachable(url).await != up {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the broker was not observed {} within 60 s",
+            if up { "up" } else { "down" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Restarts the broker when dropped, also when the test fails half-way.
 struct BrokerBack;
 
@@ -56,6 +81,7 @@ async fn broker_outage_during_a_burst_loses_no_event() {
 
     stack_script("rabbit-stop");
     let guard = BrokerBack;
+    wait_broker(&rabbit, false).await;
     let mut burst = Vec::new();
     for seat in &seats {
         let (stack, token, user_id, showtime) =
@@ -93,6 +119,7 @@ async fn broker_outage_during_a_burst_loses_no_event() {
         "events wait in the outbox: {waiting}"
     );
     drop(guard); // rabbit-start
+    wait_broker(&rabbit, true).await;
 
     let mut seen = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// Lock duration when the caller passes 0 (DESIGN.md: a hold lasts 300 s by default).
+/// Lock duration when the caller passes 0 (docs/architecture.md: a hold lasts 300 s by default).
 pub const DEFAULT_LOCK_SECONDS: i32 = 300;
 /// The longest hold a caller may ask for: one hour. Longer holds would take seats off sale for
 /// an unpaid booking.

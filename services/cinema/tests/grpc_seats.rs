@@ -204,7 +204,7 @@ async fn an_expired_hold_cannot_be_confirmed_and_its_seat_goes_to_the_next_clien
     let showtime = svc.showtime(2, 5).await.to_string();
     let mut c = svc.client().await;
     let first = c
-        .lock_seats(lock_req(&showtime, &["A1", "A2"], "slow-booking", 1))
+        .lock_seats(lock_req(&showtime, &["A1", "A2"], "slow-booking", 60))
         .await
         .unwrap()
         .into_inner();
@@ -219,7 +219,23 @@ async fn an_expired_hold_cannot_be_confirmed_and_its_seat_goes_to_the_next_clien
     assert_eq!(clash.failed_seats, seats(&["A2"]));
     assert_eq!(available_seats(&mut c, &showtime).await, 8);
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The hold lapses: its expiry moves into the past, as if its minute had gone by. (A short
+    // real hold and a sleep made the "held now" checks above race the clock on a busy machine.)
+    let lock_id = uuid::Uuid::parse_str(&first.lock_id).expect("lock id is a UUID");
+    let lapsed = sqlx::query(
+        "UPDATE seat_locks SET expires_at = now() - interval '1 second' WHERE id = $1 AND status = 'HELD'",
+    )
+    .bind(lock_id)
+    .execute(&svc.pool)
+    .await
+    .expect("age the hold")
+    .rows_affected();
+    assert_eq!(lapsed, 1, "the hold was live until now");
+    sqlx::query("UPDATE seats SET locked_until = now() - interval '1 second' WHERE lock_id = $1")
+        .bind(lock_id)
+        .execute(&svc.pool)
+        .await
+        .expect("age the held seats");
     // Expired: free for everyone, even before the sweeper ran.
     let check = c
         .check_seat_availability(proto::CheckSeatAvailabilityRequest {

@@ -6,7 +6,7 @@
 
 use std::{fmt::Display, str::FromStr, time::Duration};
 
-/// The default local-stack URLs (DESIGN.md: standard ports on 127.0.0.1).
+/// The default local-stack URLs (docs/architecture.md: standard ports on 127.0.0.1).
 pub mod defaults {
     pub const DATABASE_URL: &str = "postgres://moviebook:moviebook@127.0.0.1:5432/moviebook_cinema";
     pub const MONGODB_URL: &str = "mongodb://127.0.0.1:27017";

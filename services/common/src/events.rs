@@ -1,4 +1,4 @@
-//! The event envelope of DESIGN.md.
+//! The event envelope of docs/architecture.md.
 //!
 //! `{event_id, event_type, occurred_at, source, data}`, published to the durable topic exchange
 //! [`EXCHANGE`] with the routing key equal to `event_type`.

@@ -6,7 +6,7 @@
 //! - [`auth`]: HS256 JWT issue and verify with distinct error kinds, and an axum extractor;
 //! - [`error`]: the JSON error body every HTTP service answers with, and a JSON extractor whose
 //!   rejections are 4xx with a code;
-//! - [`events`]: the event envelope of DESIGN.md;
+//! - [`events`]: the event envelope of docs/architecture.md;
 //! - [`outbox`]: the transactional outbox in MongoDB and the relay that publishes it to RabbitMQ
 //!   with publisher confirms;
 //! - [`amqp`]: broker connection and topology;

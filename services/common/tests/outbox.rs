@@ -4,6 +4,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -189,6 +193,23 @@ impl Drop for BrokerGuard {
     }
 }
 
+/// Waits until `cond` holds, failing with `what` after `timeout`. Conditions are observed
+/// states (the relay's own connection flag), never the time an external command took.
+async fn wait_for(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
+    let end = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{what}: not observed within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three phases, each entered only once its precondition is observed: broker up (events are
+/// published), broker down *as the relay reports it* (every event written now must wait in the
+/// outbox), broker back *as the relay reports it* (everything is delivered, nothing confirmed
+/// before the outage is published again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relay_delivers_every_event_across_a_broker_outage() {
     let _exclusive = BROKER.write().await;
@@ -200,44 +221,90 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
     let relay = outbox.relay(&env("RABBITMQ_URL"), "outbox-test", relay_config());
     let connected = relay.connected_flag();
     let task = tokio::spawn(relay.run(stop_rx));
+    let is_up = {
+        let c = connected.clone();
+        move || c.load(Ordering::Relaxed)
+    };
 
-    // First half while the broker is up: every one is confirmed and marked published.
+    // Phase 1, broker up: every event is confirmed and marked published.
     let tag = uuid::Uuid::new_v4().to_string();
     let before = write_events(&db, &outbox, 60, 6, &tag).await;
     wait_until_published(&outbox, Duration::from_secs(30)).await;
+    assert!(is_up(), "the relay is connected while the broker is up");
 
-    // Broker down in the middle of a stream of writes: the writes succeed (they only touch
-    // MongoDB) and the events wait in the outbox.
+    // Phase 2, broker going down: a writer streams events across the moment the broker stops,
+    // so some are in flight when it dies (those only have to arrive in the end). Once the relay
+    // itself reports the broker down, every event written from then on must wait in the outbox.
     let guard = BrokerGuard;
+    let stop_writer = Arc::new(AtomicBool::new(false));
+    let batches = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (db, outbox, tag) = (db.clone(), outbox.clone(), tag.clone());
+        let (stop, batches) = (stop_writer.clone(), batches.clone());
         tokio::spawn(async move {
             let mut ids = Vec::new();
-            for _ in 0..8 {
-                ids.extend(write_events(&db, &outbox, 10, 5, &tag).await);
-                tokio::time::sleep(Duration::from_millis(150)).await;
+            while !stop.load(Ordering::Relaxed) {
+                ids.extend(write_events(&db, &outbox, 5, 5, &tag).await);
+                batches.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             ids
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // At least one batch goes out before the stop, so the stream really spans it.
+    wait_for("the writer started", Duration::from_secs(30), || {
+        batches.load(Ordering::Relaxed) > 0
+    })
+    .await;
     stack("rabbit-stop");
-    let during = writer.await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let pending = outbox.pending_count().await.unwrap();
-    assert!(
-        pending > 0,
-        "with the broker down some events must wait in the outbox"
+    let is_down = {
+        let up = is_up.clone();
+        move || !up()
+    };
+    wait_for(
+        "the relay reports the broker down",
+        Duration::from_secs(60),
+        is_down,
+    )
+    .await;
+    stop_writer.store(true, Ordering::Relaxed);
+    let around = writer.await.unwrap();
+    let mut during = Vec::new();
+    for _ in 0..8 {
+        during.extend(write_events(&db, &outbox, 10, 5, &tag).await);
+    }
+    let waiting = db
+        .collection::<mongodb::bson::Document>(moviebook_common::outbox::COLLECTION)
+        .count_documents(mongodb::bson::doc! { "_id": { "$in": &during }, "published_at": null })
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting,
+        during.len() as u64,
+        "with the broker down every event written waits in the outbox"
     );
-    assert!(
-        !connected.load(std::sync::atomic::Ordering::Relaxed),
-        "relay noticed the outage"
-    );
-    drop(guard); // rabbit-start
 
+    // Phase 3, broker back: the relay reconnects by itself and drains the backlog, and what
+    // is written afterwards flows as before.
+    drop(guard); // rabbit-start
+    wait_for(
+        "the relay reconnects once the broker is back",
+        Duration::from_secs(60),
+        is_up,
+    )
+    .await;
+    let after = write_events(&db, &outbox, 20, 5, &tag).await;
     wait_until_published(&outbox, Duration::from_secs(60)).await;
-    let all: HashSet<String> = before.iter().chain(during.iter()).cloned().collect();
-    assert_eq!(all.len(), 140);
+
+    let all: HashSet<String> = before
+        .iter()
+        .chain(around.iter())
+        .chain(during.iter())
+        .chain(after.iter())
+        .cloned()
+        .collect();
+    assert_eq!(all.len(), 160 + around.len());
+    assert!(!around.is_empty(), "events were written across the stop");
     let seen = drain(
         &queue_name,
         &all,
@@ -258,10 +325,13 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
         dup_before.is_empty(),
         "confirmed events published twice: {dup_before:?}"
     );
-    let dups_during = during.iter().filter(|id| seen[*id] > 1).count();
-    eprintln!(
-        "events in flight during the outage delivered twice (allowed, at-least-once): {dups_during}"
-    );
+    let dups = around
+        .iter()
+        .chain(during.iter())
+        .chain(after.iter())
+        .filter(|id| seen[*id] > 1)
+        .count();
+    eprintln!("events delivered twice (allowed, at-least-once): {dups}");
 
     stop_tx.send(true).unwrap();
     task.await.unwrap();

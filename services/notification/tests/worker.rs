@@ -249,17 +249,14 @@ async fn a_worker_restarted_mid_stream_sends_nothing_twice_and_loses_nothing() {
         .collect();
     let ids: Vec<String> = events.iter().map(event_id).collect();
 
-    let first = start(&config, channel.clone()).await;
-    wait_ready(&first).await;
-    let stream = {
+    // At-least-once upstream: every fifth event arrives twice.
+    let publish = |batch: Vec<Value>| {
         let publisher = publisher.clone();
         let queue = config.queue.clone();
-        let events = events.clone();
         tokio::spawn(async move {
-            for (i, e) in events.iter().enumerate() {
+            for (i, e) in batch.iter().enumerate() {
                 let body = serde_json::to_vec(e).unwrap();
                 publisher.publish_to_queue(&queue, &body).await;
-                // At-least-once upstream: every fifth event arrives twice.
                 if i % 5 == 0 {
                     publisher.publish_to_queue(&queue, &body).await;
                 }
@@ -267,20 +264,39 @@ async fn a_worker_restarted_mid_stream_sends_nothing_twice_and_loses_nothing() {
             }
         })
     };
+    // The first half streams in while the first worker runs; it is stopped mid-stream, with
+    // deliveries in flight. The second half is published only once it has stopped, so the
+    // hand-over is observed by construction, however fast or slow the machine is.
+    let (first_half, second_half) = events.split_at(EVENTS / 2);
+    // (Other tests publish to the shared exchange, which this queue is bound to too; count only
+    // this test's events.)
+    let ours: HashSet<&String> = ids.iter().collect();
+    let ours_sent = || {
+        channel
+            .sent()
+            .into_iter()
+            .filter(|o| ours.contains(&o.event_id))
+            .count()
+    };
+
+    let first = start(&config, channel.clone()).await;
+    wait_ready(&first).await;
+    let stream = publish(first_half.to_vec());
     eventually(WAIT, "the first worker has sent some", || async {
-        channel.sent().len() >= 60
+        ours_sent() >= 60
     })
     .await;
     first.stop().await;
-    let after_first = channel.sent().len();
+    let after_first = ours_sent();
     assert!(
-        after_first < EVENTS,
-        "stopped mid-stream ({after_first} sent)"
+        after_first <= first_half.len(),
+        "the first worker sent only what was published to it ({after_first} sends)"
     );
 
     let second = start(&config, channel.clone()).await;
     wait_ready(&second).await;
     stream.await.unwrap();
+    publish(second_half.to_vec()).await.unwrap();
     eventually(Duration::from_secs(60), "every event is sent", || async {
         let sent: HashSet<String> = channel.sent().into_iter().map(|o| o.event_id).collect();
         ids.iter().all(|id| sent.contains(id))
@@ -291,24 +307,13 @@ async fn a_worker_restarted_mid_stream_sends_nothing_twice_and_loses_nothing() {
     for id in &ids {
         assert_eq!(channel.sends_of(id), 1, "event {id} sent once");
     }
-    // (Other tests publish to the shared exchange, which this queue is bound to too; count only
-    // this test's events.)
-    let ours: HashSet<&String> = ids.iter().collect();
-    let ours_sent = channel
-        .sent()
-        .into_iter()
-        .filter(|o| ours.contains(&o.event_id))
-        .count();
-    assert_eq!(ours_sent, EVENTS, "nothing was sent twice");
+    assert_eq!(ours_sent(), EVENTS, "nothing was sent twice");
     eventually(WAIT, "every event is recorded once as sent", || async {
         let filter = mongodb::bson::doc! { "status": "sent", "event_id": { "$in": &ids } };
         store.list(filter, 1000).await.unwrap().len() == EVENTS
     })
     .await;
-    assert!(
-        channel.sent().len() > after_first,
-        "the second worker took over"
-    );
+    assert!(ours_sent() > after_first, "the second worker took over");
 
     second.stop().await;
     publisher.cleanup(&config.queue).await;
