@@ -24,10 +24,11 @@ done
 # What the node e2e needs besides the workspace (Go builds of the node's binaries, Debian's
 # packages, the stand-in store images: mostly downloads and single-threaded phases) is prepared in
 # the background while cargo compiles, instead of after it. Its log is shown if it fails.
-PREP_PID= STACK_STARTED=
+PREP_PID= WEB_PREP_PID= STACK_STARTED=
 cleanup() {
   set +e
   [[ -n $PREP_PID ]] && kill -- "-$PREP_PID" 2>/dev/null   # its own process group (setsid)
+  [[ -n $WEB_PREP_PID ]] && kill -- "-$WEB_PREP_PID" 2>/dev/null
   [[ -n ${K8S_STARTED:-} ]] && scripts/k8s-testenv.sh stop >/dev/null 2>&1
   [[ -n $STACK_STARTED ]] && scripts/stack.sh test down
 }
@@ -36,6 +37,12 @@ if [[ $NODE_E2E == 1 ]]; then
   step "in the background: the node's binaries and the stand-in store images ($LOGS/prepare.log)"
   setsid bash -c 'scripts/cluster-node.sh build && scripts/cluster-images.sh stores' >"$LOGS/prepare.log" 2>&1 &
   PREP_PID=$!
+fi
+# The browser tests' downloads (Node.js, npm packages, Debian's chromium) likewise.
+if [[ -x scripts/web.sh ]]; then
+  step "in the background: the web build and chromium ($LOGS/web-prepare.log)"
+  setsid scripts/web.sh prepare >"$LOGS/web-prepare.log" 2>&1 &
+  WEB_PREP_PID=$!
 fi
 
 step "cargo fmt --check"
@@ -62,6 +69,15 @@ cargo test --workspace --locked --no-fail-fast
 if [[ -x scripts/chart-test.sh ]]; then
   step "helm chart"
   scripts/chart-test.sh
+fi
+
+if [[ -x scripts/web.sh ]]; then
+  step "the storefront in a real browser (scripts/web.sh test)"
+  if ! wait "$WEB_PREP_PID"; then
+    tail -n 40 "$LOGS/web-prepare.log"; echo "preparing the web tests failed (log above)" >&2; WEB_PREP_PID=; exit 1
+  fi
+  WEB_PREP_PID=
+  scripts/web.sh test
 fi
 
 step "images: the Dockerfile and the node images agree"
