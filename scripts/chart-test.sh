@@ -379,10 +379,16 @@ for p in ("/api/v1/users", "/api/v1/profile"):
     assert "jwt" in plugins and not plugins["jwt"].get("anonymous"), f"{p} must need a JWT (route {n})"
 n, (svc, _, plugins) = find("/graphql", "POST")
 assert "jwt" in plugins and plugins["jwt"].get("anonymous"), f"/graphql needs jwt with an anonymous consumer (route {n})"
+def routed(path, method):
+    return [n for n, v in routes.items()
+            if any(path.startswith(p) for p in v[1].get("paths", [])) and method in v[1].get("methods", [method])]
+for p in ("/api/v1/payments", "/api/v1/payments/booking/b", "/api/v1/refunds"):
+    for m in ("POST", "PUT", "PATCH", "DELETE"):
+        assert not routed(p, m), f"{m} {p} must not be routed (payments are internal): {routed(p, m)}"
 consumers = {x["username"]: x for x in c.get("consumers", [])}
 assert plugins["jwt"]["anonymous"] in consumers, "the anonymous consumer does not exist"
 assert any(x.get("jwt_secrets") for x in consumers.values()), "no consumer with a jwt secret"
-print(f"    ok: {len(routes)} routes; register/login public, users/profile need a JWT, /graphql jwt+anonymous; cors, logging, rate limit {rate}/min by ip (local)")
+print(f"    ok: {len(routes)} routes; register/login public, users/profile need a JWT, no payment/refund write routed, /graphql jwt+anonymous; cors, logging, rate limit {rate}/min by ip (local)")
 PY
 }
 check_kong "$WORK/kong.yml" 200 || fail "the Kong config's content"
