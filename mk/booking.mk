@@ -1,5 +1,5 @@
 # booking-service: load benchmark and the end-to-end demo (both against `make dev`).
-.PHONY: bench-booking demo test-booking
+.PHONY: bench-booking demo test-booking audit
 
 BENCH_TARGETS += bench-booking
 
@@ -29,3 +29,7 @@ demo: ## walk the documented flow over the wire against `make dev` (register, lo
 
 test-booking: ## the booking service's unit and end-to-end tests against the test backing servers
 	eval "$$(scripts/stack.sh test env)" && MOVIEBOOK_STACK_SCRIPT="$(CURDIR)/scripts/stack.sh test" cargo test -p booking-service
+
+audit: ## reconcile bookings, payments and seats (the booking service's env; default: `make dev`): every inconsistency, the sums; exit 1 if any
+	cargo build --quiet -p booking-service --bin booking-service
+	$(CARGO_TARGET_DIR)/debug/booking-service audit

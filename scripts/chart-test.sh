@@ -287,12 +287,15 @@ ok "every needed verb allowed, everything else checked denied"
 # --- 5. the operator, as the chart's ServiceAccount -----------------------------------------
 step "the operator binary reconciles the chart's MovieBookingSystem as the chart's ServiceAccount"
 # `make test` has just built it (cargo test builds the binaries of packages with integration
-# tests); MOVIEBOOK_OPERATOR_BIN points at another build.
+# tests); MOVIEBOOK_OPERATOR_BIN points at another build. Cargo itself decides whether it is
+# current, with the same command and features as `make test` (a no-op after it): a
+# `cargo build -p` would resolve features differently and rebuild shared dependencies.
 OP=${MOVIEBOOK_OPERATOR_BIN:-$CARGO_TARGET_DIR/debug/moviebook-operator}
 if [[ -n ${MOVIEBOOK_OPERATOR_BIN:-} ]]; then
   [[ -x $OP ]] || fail "MOVIEBOOK_OPERATOR_BIN=$OP is not executable"
-elif [[ ! -x $OP ]] || [[ -n $(find operator Cargo.lock Cargo.toml -newer "$OP" -type f -print -quit) ]]; then
-  cargo build -p moviebook-operator --bin moviebook-operator --locked >&2 || fail "building the operator"
+else
+  cargo test --workspace --locked --no-run -q >&2 || fail "building the operator"
+  [[ -x $OP ]] || fail "cargo did not build $OP"
 fi
 TOKEN=$(kubectl create token "$SA" -n "$NS" --duration=1h)
 kubectl config view --raw --minify -o json >"$WORK/admin-kubeconfig.json"

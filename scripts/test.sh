@@ -33,6 +33,10 @@ cleanup() {
   [[ -n $STACK_STARTED ]] && scripts/stack.sh test down
 }
 trap cleanup EXIT
+# A signal (a CI timeout, Ctrl-C) would end bash without its EXIT trap: turn it into an exit so
+# the servers this run started are stopped either way.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 # start_bg VAR LOG CMD...: CMD in its own process group (so cleanup can end all of it), PID in VAR.
 start_bg() { local -n pid_=$1; local log=$2; shift 2; setsid "$@" >"$log" 2>&1 & pid_=$!; }
 # await_bg VAR LOG: waits for that job; if it failed, shows its log and stops the run.

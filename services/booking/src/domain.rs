@@ -244,6 +244,49 @@ pub fn refund_idempotency_key(booking_id: &str) -> String {
     format!("refund:{booking_id}")
 }
 
+/// How long to wait before the next attempt of a compensation that failed `attempts` times:
+/// doubling from 2 s, at most 5 minutes (a dependency that is down is not hammered, and one
+/// that is back is used within minutes).
+pub fn repair_backoff(attempts: i32) -> std::time::Duration {
+    let exp = u32::try_from(attempts.clamp(1, 9)).unwrap_or(1);
+    std::time::Duration::from_secs((1u64 << exp).min(300))
+}
+
+/// What the payment service's answer to a charge means for the booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeVerdict {
+    /// Money taken and still kept: the seats may be confirmed.
+    Charged,
+    /// No money kept: the booking goes to PAYMENT_FAILED with this code and reason, and the
+    /// next attempt uses a new payment key.
+    NotCharged { code: String, reason: String },
+}
+
+/// Decides on a charge's answer. A SUCCESS that was (partly) refunded is **not** a charge: it is
+/// the replay of an earlier attempt whose answer was lost and whose money a cancel or expiry
+/// then refunded, while this request claimed the booking. Confirming on it would give the
+/// seats away for nothing.
+pub fn charge_verdict(
+    status: &str,
+    refunded_amount: f64,
+    failure_code: Option<&str>,
+    failure_reason: Option<&str>,
+) -> ChargeVerdict {
+    match status {
+        "SUCCESS" if refunded_amount <= 0.0 => ChargeVerdict::Charged,
+        "SUCCESS" => ChargeVerdict::NotCharged {
+            code: "CHARGE_REFUNDED".into(),
+            reason: "the earlier charge of this booking was refunded; pay again".into(),
+        },
+        _ => ChargeVerdict::NotCharged {
+            code: failure_code.unwrap_or("DECLINED").to_owned(),
+            reason: failure_reason
+                .unwrap_or("the payment was declined")
+                .to_owned(),
+        },
+    }
+}
+
 /// Money rounded to cents.
 pub fn round_money(amount: f64) -> f64 {
     (amount * 100.0).round() / 100.0
@@ -252,6 +295,37 @@ pub fn round_money(amount: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refunded_success_is_not_a_charge() {
+        assert_eq!(
+            charge_verdict("SUCCESS", 0.0, None, None),
+            ChargeVerdict::Charged
+        );
+        let ChargeVerdict::NotCharged { code, .. } = charge_verdict("SUCCESS", 12.5, None, None)
+        else {
+            panic!("a refunded charge confirmed the seats");
+        };
+        assert_eq!(code, "CHARGE_REFUNDED");
+        assert!(matches!(
+            charge_verdict("SUCCESS", 0.01, None, None),
+            ChargeVerdict::NotCharged { .. }
+        ));
+        assert_eq!(
+            charge_verdict("FAILED", 0.0, Some("CARD_DECLINED"), Some("no funds")),
+            ChargeVerdict::NotCharged {
+                code: "CARD_DECLINED".into(),
+                reason: "no funds".into()
+            }
+        );
+        assert_eq!(
+            charge_verdict("FAILED", 0.0, None, None),
+            ChargeVerdict::NotCharged {
+                code: "DECLINED".into(),
+                reason: "the payment was declined".into()
+            }
+        );
+    }
     use BookingEvent as E;
     use BookingStatus as S;
 
@@ -416,5 +490,14 @@ mod tests {
         );
         assert_eq!(refund_idempotency_key("b"), refund_idempotency_key("b"));
         assert_eq!(round_money(12.345_000_1), 12.35);
+    }
+
+    #[test]
+    fn repair_backoff_doubles_up_to_five_minutes() {
+        let secs = |n| repair_backoff(n).as_secs();
+        assert_eq!((secs(0), secs(1), secs(2), secs(3)), (2, 2, 4, 8));
+        assert_eq!(secs(8), 256);
+        assert_eq!(secs(9), 300);
+        assert_eq!(secs(1000), 300);
     }
 }

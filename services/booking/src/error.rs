@@ -31,6 +31,9 @@ pub enum BookingError {
     },
     #[error("the seat hold expired: {0}")]
     HoldExpired(String),
+    /// The client's idempotency key already belongs to a different request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("{service} is unavailable: {message}")]
     Unavailable {
         service: &'static str,
@@ -54,6 +57,7 @@ impl BookingError {
             Self::PaymentDeclined { .. } => "PAYMENT_DECLINED",
             Self::InvalidState { .. } => "INVALID_STATE",
             Self::HoldExpired(_) => "HOLD_EXPIRED",
+            Self::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
             Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

@@ -6,11 +6,13 @@
 //! an ephemeral port.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod graphql;
+pub mod idempotency;
 pub mod service;
 pub mod store;
 pub mod sweeper;

@@ -1,4 +1,6 @@
-//! `booking-service` (serve) and `booking-service migrate`.
+//! `booking-service` (serve), `booking-service migrate` and `booking-service audit` (the
+//! reconciliation audit of bookings, payments and seats; exit 1 when it finds an
+//! inconsistency).
 
 use booking_service::config::Config;
 use moviebook_common::{shutdown, telemetry};
@@ -25,6 +27,20 @@ async fn real_main() -> anyhow::Result<()> {
             tracing::info!("booking-service migrations applied");
             Ok(())
         }
-        Some(other) => anyhow::bail!("unknown command {other:?} (expected: serve, migrate)"),
+        Some("audit") => {
+            let booker = booking_service::build(config).await?;
+            let report = booking_service::audit::run(&booker).await?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            if report.inconsistencies.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} inconsistencies", report.inconsistencies.len())
+            }
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?} (expected: serve, migrate, audit)")
+        }
     }
 }

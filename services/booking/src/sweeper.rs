@@ -1,5 +1,7 @@
 //! The sweeper: expires unpaid bookings whose hold lapsed (releasing the hold and publishing
-//! booking.expired) and reconciles bookings a dead replica left in PAYING.
+//! booking.expired), reconciles bookings a dead replica left in PAYING, and carries every
+//! unfinished compensation (seats to return, a cancellation to complete) to its end, with
+//! backoff, counting what is still pending in `booking_compensation_pending`.
 //!
 //! Safe with several replicas: each booking is claimed by a conditional update, so only one
 //! sweeper acts on it; the others' updates match nothing.
@@ -19,8 +21,13 @@ const BATCH: i64 = 200;
 pub struct SweepReport {
     pub expired: usize,
     pub reconciled: usize,
+    pub repaired: usize,
     pub failed: usize,
 }
+
+/// A cancellation that has not finished this long after it was asked is the sweeper's to
+/// finish (the request itself may still be running before that).
+const CANCEL_GRACE_MS: i64 = 30_000;
 
 /// One pass over the expired holds and the stuck payments.
 pub async fn sweep_once(booker: &Booker) -> SweepReport {
@@ -62,6 +69,27 @@ pub async fn sweep_once(booker: &Booker) -> SweepReport {
         Err(e) => {
             report.failed += 1;
             tracing::warn!(error = %e, "sweeper cannot list stuck payments");
+        }
+    }
+    let cancel_cutoff = DateTime::from_millis(now.timestamp_millis() - CANCEL_GRACE_MS);
+    match booker.store.needing_repair(now, cancel_cutoff, BATCH).await {
+        Ok(list) => {
+            let mut pending = 0_u32;
+            for b in list {
+                match booker.repair(&b).await {
+                    Ok(()) => report.repaired += 1,
+                    Err(e) => {
+                        report.failed += 1;
+                        pending += 1;
+                        tracing::warn!(booking_id = %b.id, error = %e, "compensation failed; will retry");
+                    }
+                }
+            }
+            metrics::gauge!("booking_compensation_pending").set(f64::from(pending));
+        }
+        Err(e) => {
+            report.failed += 1;
+            tracing::warn!(error = %e, "sweeper cannot list pending compensations");
         }
     }
     report

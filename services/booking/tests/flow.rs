@@ -403,3 +403,123 @@ async fn a_pending_booking_cancelled_releases_its_seats() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_answer_retries_with_the_first_answer() {
+    const KEYED_CREATE: &str = "mutation($u: ID!, $s: ID!, $seats: [String!]!, $k: String) { createBooking(userId: $u, showtimeId: $s, seatNumbers: $seats, idempotencyKey: $k) { booking { id status seats } } }";
+    const KEYED_PAY: &str = "mutation($b: ID!, $m: String!, $d: String, $k: String) { processPayment(bookingId: $b, paymentMethod: $m, paymentDetails: $d, idempotencyKey: $k) { success booking { id status } } }";
+    let stack = Stack::start(Options {
+        notification: false,
+        ..Options::default()
+    })
+    .await;
+    let (user_id, token) = stack.user().await;
+    let showtime = stack.first_showtime().await;
+    let seats = stack.free_seats(&showtime, 3).await;
+    let two = &seats[..2];
+
+    // Six concurrent retries of one createBooking: one booking, one hold.
+    let vars = json!({"u": user_id, "s": showtime, "seats": two, "k": "create-1"});
+    let answers = futures::future::join_all(
+        (0..6).map(|_| stack.gql(Some(&token), KEYED_CREATE, vars.clone())),
+    )
+    .await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(_, b)| {
+            b["data"]["createBooking"]["booking"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("every retry answers the booking: {b}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one booking for one key: {ids:?}");
+    let booking_id = ids.into_iter().next().expect("id");
+    let stored = stack
+        .booking_db
+        .collection::<bson::Document>("bookings")
+        .count_documents(doc! { "user_id": &user_id })
+        .await
+        .expect("count");
+    assert_eq!(stored, 1);
+    // The same seats in another order are the same request; through the header as well.
+    let reversed: Vec<&String> = two.iter().rev().collect();
+    let r = stack
+        .http
+        .post(&stack.graphql)
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "create-1")
+        .json(&json!({"query": KEYED_CREATE, "variables": {"u": user_id, "s": showtime, "seats": reversed}}))
+        .send()
+        .await
+        .expect("graphql");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        body["data"]["createBooking"]["booking"]["id"],
+        booking_id.as_str(),
+        "{body}"
+    );
+    // Another request under the same key is refused, and holds nothing.
+    let (_, body) = stack
+        .gql(
+            Some(&token),
+            KEYED_CREATE,
+            json!({"u": user_id, "s": showtime, "seats": [seats[2]], "k": "create-1"}),
+        )
+        .await;
+    assert_eq!(code(&body), "IDEMPOTENCY_KEY_REUSED", "{body}");
+    assert_eq!(stack.seat_statuses(&showtime).await[&seats[2]], "AVAILABLE");
+    // A bad key is bad input.
+    let (_, body) = stack
+        .gql(
+            Some(&token),
+            KEYED_CREATE,
+            json!({"u": user_id, "s": showtime, "seats": [seats[2]], "k": "no spaces"}),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    // Keys belong to their user: another user's same key is theirs alone.
+    let (other_id, other_token) = stack.user().await;
+    let (_, body) = stack
+        .gql(
+            Some(&other_token),
+            KEYED_CREATE,
+            json!({"u": other_id, "s": showtime, "seats": [seats[2]], "k": "create-1"}),
+        )
+        .await;
+    let other_booking = body["data"]["createBooking"]["booking"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    assert_ne!(other_booking, booking_id);
+
+    // processPayment: a decline answered again (not charged again), then a new key pays once.
+    let pay = |d: &str, k: &str| json!({"b": booking_id, "m": "credit_card", "d": d, "k": k});
+    for _ in 0..2 {
+        let (_, body) = stack
+            .gql(Some(&token), KEYED_PAY, pay(DECLINE, "pay-1"))
+            .await;
+        assert_eq!(code(&body), "PAYMENT_DECLINED", "{body}");
+    }
+    let (_, body) = stack
+        .gql(Some(&token), KEYED_PAY, pay(APPROVE, "pay-1"))
+        .await;
+    assert_eq!(
+        code(&body),
+        "IDEMPOTENCY_KEY_REUSED",
+        "another card under the same key: {body}"
+    );
+    for _ in 0..2 {
+        let (_, body) = stack
+            .gql(Some(&token), KEYED_PAY, pay(APPROVE, "pay-2"))
+            .await;
+        assert_eq!(
+            body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
+            "{body}"
+        );
+    }
+    let txs = stack.payments(&token, &booking_id).await;
+    assert_eq!(txs.len(), 2, "one decline, one charge: {txs:?}");
+    assert_eq!(txs.iter().filter(|t| t["status"] == "SUCCESS").count(), 1);
+    stack.stop().await;
+}

@@ -11,6 +11,7 @@
 //!   with publisher confirms;
 //! - [`amqp`]: broker connection and topology;
 //! - [`mongo`]: MongoDB connection helpers;
+//! - [`txn`]: the MongoDB transaction helper with the driver's retry rules;
 //! - [`shutdown`]: SIGTERM / SIGINT;
 //! - [`proto`]: the cinema gRPC contract (proto/cinema.proto), client and server.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod ops;
 pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
+pub mod txn;
 
 /// The cinema gRPC contract, generated from `proto/cinema.proto` at build time.
 pub mod proto {

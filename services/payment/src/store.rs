@@ -12,6 +12,7 @@ use mongodb::{
 use moviebook_common::{
     events::EventEnvelope,
     outbox::{Outbox, OutboxError},
+    txn::{self, Labelled, TxnFailure},
 };
 use serde::{Deserialize, Serialize};
 
@@ -238,18 +239,25 @@ impl Store {
         tx: &TransactionDoc,
         event: &EventEnvelope,
     ) -> Result<(), StoreError> {
-        let mut session = self.client.start_session().await?;
-        session.start_transaction().await?;
-        let written: Result<(), StoreError> = async {
-            self.transactions
-                .insert_one(tx)
-                .session(&mut session)
-                .await?;
-            self.outbox.enqueue(&mut session, event).await?;
-            Ok(())
-        }
-        .await;
-        finish(&mut session, written).await?;
+        settle(
+            // The context carries the borrowed inputs (the body's future may borrow only it).
+            txn::transaction(
+                &self.client,
+                &(self, tx, event),
+                |session, &(store, tx, event)| {
+                    Box::pin(async move {
+                        store
+                            .transactions
+                            .insert_one(tx)
+                            .session(&mut *session)
+                            .await?;
+                        store.outbox.enqueue(session, event).await?;
+                        Ok(())
+                    })
+                },
+            )
+            .await,
+        )?;
         self.outbox.wake();
         Ok(())
     }
@@ -299,68 +307,84 @@ impl Store {
             amount_cents: Some(refund.amount_cents),
         };
         let entry = bson::to_bson(&entry).map_err(|e| StoreError::Outbox(e.to_string()))?;
-        let mut session = self.client.start_session().await?;
-        session.start_transaction().await?;
-        let written: Result<(), StoreError> = async {
-            let updated = self
-                .transactions
-                .update_one(
-                    doc! {
-                        "_id": &refund.transaction_id,
-                        "status": "SUCCESS",
-                        "refunded_cents": seen_refunded_cents,
-                    },
-                    doc! {
-                        "$inc": { "refunded_cents": refund.amount_cents },
-                        "$push": { "log": entry },
-                        "$set": { "updated_at": bson::DateTime::from_chrono(refund.created_at) },
-                    },
-                )
-                .session(&mut session)
-                .await?;
-            if updated.modified_count != 1 {
-                return Err(StoreError::Conflict);
-            }
-            self.refunds
-                .insert_one(refund)
-                .session(&mut session)
-                .await?;
-            self.outbox.enqueue(&mut session, event).await?;
-            Ok(())
-        }
-        .await;
-        finish(&mut session, written).await?;
+        settle(
+            txn::transaction(
+                &self.client,
+                &(self, refund, event, &entry),
+                |session, &(store, refund, event, entry)| {
+                let entry = entry.clone();
+                Box::pin(async move {
+                    let updated = store
+                        .transactions
+                        .update_one(
+                            doc! {
+                                "_id": &refund.transaction_id,
+                                "status": "SUCCESS",
+                                "refunded_cents": seen_refunded_cents,
+                            },
+                            doc! {
+                                "$inc": { "refunded_cents": refund.amount_cents },
+                                "$push": { "log": entry },
+                                "$set": { "updated_at": bson::DateTime::from_chrono(refund.created_at) },
+                            },
+                        )
+                        .session(&mut *session)
+                        .await?;
+                    if updated.modified_count != 1 {
+                        return Err(BodyError::Store(StoreError::Conflict));
+                    }
+                    store.refunds.insert_one(refund).session(&mut *session).await?;
+                    store.outbox.enqueue(session, event).await?;
+                    Ok(())
+                })
+            },
+            )
+            .await,
+        )?;
         self.outbox.wake();
         Ok(())
     }
 }
 
-/// Commits when the writes succeeded, aborts otherwise.
-async fn finish(
-    session: &mut mongodb::ClientSession,
-    written: Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    match written {
-        Ok(()) => {
-            // A commit whose outcome is unknown may be retried as is (it is idempotent).
-            let mut attempts = 0;
-            loop {
-                match session.commit_transaction().await {
-                    Ok(()) => return Ok(()),
-                    Err(e)
-                        if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && attempts < 3 =>
-                    {
-                        attempts += 1;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+/// An error inside a transaction body: the driver's (whose labels decide the retries) or ours.
+enum BodyError {
+    Mongo(MongoError),
+    Store(StoreError),
+}
+
+impl From<MongoError> for BodyError {
+    fn from(e: MongoError) -> Self {
+        Self::Mongo(e)
+    }
+}
+
+impl From<OutboxError> for BodyError {
+    fn from(e: OutboxError) -> Self {
+        match e {
+            OutboxError::Mongo(m) => Self::Mongo(m),
+            OutboxError::Serialize(s) => Self::Store(StoreError::Outbox(s.to_string())),
         }
-        Err(e) => {
-            if let Err(abort) = session.abort_transaction().await {
-                tracing::debug!(error = %abort, "abort after a failed write");
-            }
-            Err(e)
-        }
+    }
+}
+
+impl Labelled for BodyError {
+    fn transient(&self) -> bool {
+        matches!(self, Self::Mongo(e) if e.transient())
+    }
+
+    fn unknown_commit(&self) -> bool {
+        matches!(self, Self::Mongo(e) if e.unknown_commit())
+    }
+}
+
+/// A transaction's failure as the routes act on it. A commit of unknown outcome is a
+/// [`StoreError::Conflict`]: the route's next attempt looks the idempotency key up and so
+/// finds the document if the commit did land (nothing is written twice: the key is unique).
+fn settle(r: Result<(), TxnFailure<BodyError>>) -> Result<(), StoreError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(TxnFailure::Failed(BodyError::Mongo(e))) => Err(classify(e)),
+        Err(TxnFailure::Failed(BodyError::Store(e))) => Err(e),
+        Err(TxnFailure::CommitUnknown(_)) => Err(StoreError::Conflict),
     }
 }

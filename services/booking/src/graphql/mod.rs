@@ -66,6 +66,17 @@ fn caller<'a>(ctx: &'a Context<'_>) -> Result<&'a Caller> {
     }
 }
 
+/// The request's `Idempotency-Key` header, if any (for clients that set it on every POST).
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyHeader(pub Option<String>);
+
+fn idempotency_key_of(ctx: &Context<'_>, argument: Option<String>) -> Result<Option<String>> {
+    let header = ctx
+        .data_opt::<IdempotencyHeader>()
+        .and_then(|h| h.0.as_deref());
+    crate::idempotency::choose_key(argument.as_deref(), header).map_err(|e| gql(e.into()))
+}
+
 fn booker<'a>(ctx: &'a Context<'_>) -> Result<&'a Booker> {
     Ok(&ctx.data::<AppCtx>()?.booker)
 }
@@ -161,17 +172,20 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
-    /// Holds the seats and creates a PENDING_PAYMENT booking.
+    /// Holds the seats and creates a PENDING_PAYMENT booking. `idempotencyKey` (or the
+    /// `Idempotency-Key` header): a retry with the same key answers the same booking.
     async fn create_booking(
         &self,
         ctx: &Context<'_>,
         user_id: ID,
         showtime_id: ID,
         seat_numbers: Vec<String>,
+        idempotency_key: Option<String>,
     ) -> Result<BookingResult> {
         let c = caller(ctx)?;
+        let key = idempotency_key_of(ctx, idempotency_key)?;
         let booking = booker(ctx)?
-            .create_booking(c, &user_id, &showtime_id, &seat_numbers)
+            .create_booking(c, &user_id, &showtime_id, &seat_numbers, key)
             .await
             .map_err(gql)?;
         Ok(BookingResult {
@@ -186,17 +200,26 @@ impl Mutation {
         })
     }
 
-    /// Charges the booking and confirms its seats.
+    /// Charges the booking (its own amount) and confirms its seats. `idempotencyKey` (or the
+    /// `Idempotency-Key` header): a retry with the same key answers what the first one did.
     async fn process_payment(
         &self,
         ctx: &Context<'_>,
         booking_id: ID,
         payment_method: String,
         payment_details: Option<String>,
+        idempotency_key: Option<String>,
     ) -> Result<PaymentResult> {
         let c = caller(ctx)?;
+        let key = idempotency_key_of(ctx, idempotency_key)?;
         let booking = booker(ctx)?
-            .process_payment(c, &booking_id, &payment_method, payment_details.as_deref())
+            .process_payment(
+                c,
+                &booking_id,
+                &payment_method,
+                payment_details.as_deref(),
+                key,
+            )
             .await
             .map_err(gql)?;
         Ok(PaymentResult {
@@ -295,7 +318,14 @@ pub async fn graphql(
         },
         tokio::spawn,
     );
-    let mut response = state.schema.execute(request.data(auth).data(loader)).await;
+    // A header that is not text is passed on as such, so the resolver refuses it as input.
+    let key = headers
+        .get(crate::idempotency::HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let mut response = state
+        .schema
+        .execute(request.data(auth).data(loader).data(IdempotencyHeader(key)))
+        .await;
     let executed = !matches!(response.data, async_graphql::Value::Null)
         || response.errors.iter().any(|e| !e.path.is_empty());
     for error in &mut response.errors {

@@ -61,6 +61,8 @@ pub struct Stack {
     pub payment_url: String,
     pub notification_url: Option<String>,
     pub cinema_grpc: String,
+    /// The booking service's database URL, for a second replica built by a test.
+    pub booking_db_url: String,
     pub booking_db: mongodb::Database,
     pub notification_db: mongodb::Database,
     pub run_id: String,
@@ -192,6 +194,7 @@ impl Stack {
             payment_url,
             notification_url,
             cinema_grpc,
+            booking_db_url: booking_db_url.clone(),
             booking_db,
             notification_db,
             run_id,
@@ -364,6 +367,112 @@ impl Stack {
                 ))
             })
             .collect()
+    }
+}
+
+impl Stack {
+    /// A second booking replica on the same stores and services (no server, no sweeper task),
+    /// whose stuck-payment timeout is 0: tests drive its store and sweeper by hand, as a
+    /// replica that outlived a crashed or stalled one.
+    pub async fn replica(&self) -> std::sync::Arc<booking_service::service::Booker> {
+        self.replica_reaching(&self.cinema_grpc, &self.payment_url)
+            .await
+    }
+
+    /// [`Stack::replica`] with other cinema / payment addresses (a dead port: unreachable).
+    pub async fn replica_reaching(
+        &self,
+        cinema_grpc: &str,
+        payment_url: &str,
+    ) -> std::sync::Arc<booking_service::service::Booker> {
+        let mut cfg = booking_service::config::Config::for_urls(
+            &self.booking_db_url,
+            &env("RABBITMQ_URL"),
+            cinema_grpc,
+            &self.user_url,
+            payment_url,
+        );
+        cfg.paying_timeout = Duration::ZERO;
+        cfg.upstream_timeout = Duration::from_secs(2);
+        booking_service::build(cfg).await.expect("a second replica")
+    }
+
+    /// The booking service's own token, as it calls the payment service.
+    pub fn service_token(&self) -> String {
+        use moviebook_common::config::defaults;
+        moviebook_common::auth::JwtKeys::new(
+            defaults::JWT_SECRET,
+            defaults::JWT_ISSUER,
+            Duration::from_secs(600),
+        )
+        .issue_service_token(moviebook_common::auth::BOOKING_SERVICE)
+        .expect("service token")
+    }
+
+    /// Charges `amount` for a booking as the booking service does (key = the booking id).
+    pub async fn charge(&self, booking_id: &str, user_id: &str, amount: f64) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/payments", self.payment_url))
+            .bearer_auth(self.service_token())
+            .header("Idempotency-Key", booking_id)
+            .json(
+                &json!({"booking_id": booking_id, "user_id": user_id, "amount": amount,
+                          "payment_method": "credit_card"}),
+            )
+            .send()
+            .await
+            .expect("charge");
+        assert!(r.status().is_success(), "charge: {}", r.status());
+        r.json().await.expect("transaction")
+    }
+
+    /// The booking's transactions as its user reads them.
+    pub async fn payments(&self, token: &str, booking_id: &str) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!(
+                "{}/payments/booking/{booking_id}",
+                self.payment_url
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("payments")
+            .json()
+            .await
+            .expect("json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Moves a booking's hold (and its PAYING claim) into the past, as if time had passed.
+    pub async fn age(&self, booking_id: &str) {
+        let past = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 120_000);
+        self.booking_db
+            .collection::<bson::Document>("bookings")
+            .update_one(
+                bson::doc! { "_id": booking_id },
+                bson::doc! { "$set": { "hold_expires_at": past, "paying_since": past } },
+            )
+            .await
+            .expect("age the booking");
+    }
+
+    /// Moves the cinema's hold of a booking into the past, as time passing does: the cinema's
+    /// own database row, so ConfirmSeatBooking answers as it would for a lapsed hold.
+    pub async fn lapse_cinema_hold(&self, booking_id: &str) {
+        let pool = cinema_service::store::pool(&self._pg.url, 1, Duration::from_secs(10))
+            .expect("cinema pool");
+        let n = sqlx::query(
+            "UPDATE seat_locks SET expires_at = now() - interval '2 minutes' \
+             WHERE booking_id = $1 AND status = 'HELD'",
+        )
+        .bind(booking_id)
+        .execute(&pool)
+        .await
+        .expect("lapse the cinema hold")
+        .rows_affected();
+        assert_eq!(n, 1, "one held lock for booking {booking_id}");
     }
 }
 
