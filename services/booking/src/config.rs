@@ -47,6 +47,9 @@ pub struct Config {
     pub currency: String,
     /// Whether the sweeper runs in this process (`SWEEPER_ENABLED`, true).
     pub sweeper_enabled: bool,
+    /// The armed crash point of the crash tests (`BOOKING_CRASH_POINT`, unset; see
+    /// [`crate::crash`]). Never set in a deployment.
+    pub crash_point: Option<String>,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
             max_seats: var_or("MAX_SEATS_PER_BOOKING", 10)?,
             currency: string_or("CURRENCY", "USD"),
             sweeper_enabled: var_or("SWEEPER_ENABLED", true)?,
+            crash_point: crash_point(std::env::var("BOOKING_CRASH_POINT").ok())?,
         })
     }
 
@@ -130,6 +134,41 @@ impl Config {
             max_seats: 10,
             currency: "USD".to_owned(),
             sweeper_enabled: true,
+            crash_point: None,
         }
+    }
+}
+
+/// `BOOKING_CRASH_POINT`: empty or unset is none; anything else must name a crash point.
+fn crash_point(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(name) if crate::crash::is_point(name) => Ok(Some(name.to_owned())),
+        Some(name) => Err(ConfigError::Invalid {
+            var: "BOOKING_CRASH_POINT".into(),
+            value: name.to_owned(),
+            reason: format!("must be one of {}", crate::crash::POINTS.join(", ")),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_point_is_none_or_a_known_point() {
+        assert_eq!(crash_point(None).ok(), Some(None));
+        assert_eq!(crash_point(Some(" ".into())).ok(), Some(None));
+        assert_eq!(
+            crash_point(Some("pay.after_charge".into())).ok(),
+            Some(Some("pay.after_charge".to_owned()))
+        );
+        let err = crash_point(Some("pay.after_lunch".into()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("BOOKING_CRASH_POINT"), "{err}");
+        assert!(err.contains("pay.after_claim"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod clients;
 pub mod config;
+pub mod crash;
 pub mod domain;
 pub mod error;
 pub mod graphql;

@@ -65,6 +65,11 @@ pub struct Booker {
 }
 
 impl Booker {
+    /// A step boundary of the crash tests ([`crate::crash`]).
+    async fn crash_point(&self, point: &'static str) {
+        crate::crash::reached(self.config.crash_point.as_deref(), point).await;
+    }
+
     pub fn new(
         config: Arc<Config>,
         store: Store,
@@ -432,6 +437,7 @@ impl Booker {
             return Err(self.claim_failed(&booking.id).await);
         };
 
+        self.crash_point("pay.after_claim").await;
         let key = payment_idempotency_key(
             &claimed.id,
             u32::try_from(claimed.payment_attempt).unwrap_or(0),
@@ -488,8 +494,10 @@ impl Booker {
             });
         }
 
+        self.crash_point("pay.after_charge").await;
         match self.confirm_seats(&claimed).await {
             SeatOutcome::Confirmed => {
+                self.crash_point("pay.after_seats_confirmed").await;
                 let to = transition(BookingStatus::Paying, BookingEvent::SeatsConfirmed)?;
                 let now = DateTime::now();
                 let confirmed = self
@@ -603,11 +611,13 @@ impl Booker {
         let Some(b) = intent else {
             return self.settled(&b.id, to).await;
         };
+        self.crash_point("pay.after_refund_intent").await;
         let refund = self
             .rest
             .refund(&token, &refund_idempotency_key(&b.id), transaction_id, why)
             .await?;
         metrics::counter!("booking_compensations_total", "step" => "refund").increment(1);
+        self.crash_point("pay.after_refund").await;
         let mut fields = doc! { "transaction_id": transaction_id, "refund_id": refund.refund_id, "failure_reason": why };
         if !self.return_seats(&b).await {
             fields.insert("release_pending", true);
@@ -641,6 +651,7 @@ impl Booker {
                 {
                     return self.settled(&booking.id, to).await;
                 }
+                self.crash_point("cancel.after_mark").await;
                 self.finish_cancel(&booking).await
             }
             from => {
@@ -686,6 +697,7 @@ impl Booker {
                 .await?;
             metrics::counter!("booking_compensations_total", "step" => "refund").increment(1);
             fields.insert("refund_id", refund.refund_id);
+            self.crash_point("cancel.after_refund").await;
         }
         match self
             .cinema

@@ -458,6 +458,21 @@ impl Stack {
             .expect("age the booking");
     }
 
+    /// Moves an unfinished cancellation's request into the past, so that the sweeper takes it
+    /// over (it leaves a cancellation to its request for 30 s). Bookings without one are left
+    /// alone.
+    pub async fn age_cancellation(&self, booking_id: &str) {
+        let past = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 120_000);
+        self.booking_db
+            .collection::<bson::Document>("bookings")
+            .update_one(
+                bson::doc! { "_id": booking_id, "cancel_requested_at": { "$ne": bson::Bson::Null } },
+                bson::doc! { "$set": { "cancel_requested_at": past } },
+            )
+            .await
+            .expect("age the cancellation");
+    }
+
     /// Moves the cinema's hold of a booking into the past, as time passing does: the cinema's
     /// own database row, so ConfirmSeatBooking answers as it would for a lapsed hold.
     pub async fn lapse_cinema_hold(&self, booking_id: &str) {
@@ -473,6 +488,15 @@ impl Stack {
         .expect("lapse the cinema hold")
         .rows_affected();
         assert_eq!(n, 1, "one held lock for booking {booking_id}");
+        sqlx::query(
+            "UPDATE seats SET locked_until = now() - interval '2 minutes' \
+             WHERE booking_id = $1 AND status = 'LOCKED'",
+        )
+        .bind(booking_id)
+        .execute(&pool)
+        .await
+        .expect("lapse the seats' hold");
+        pool.close().await;
     }
 }
 

@@ -1,0 +1,291 @@
+//! Crash tests: the real `booking-service` process is killed with SIGKILL between two durable
+//! steps of a payment or a cancellation, then a fresh process is started on the same
+//! database. Once its sweeper has run, every booking is in a consistent final state and the
+//! reconciliation audit (the oracle) finds nothing wrong.
+//!
+//! The process stops exactly at a step boundary because `BOOKING_CRASH_POINT` arms that
+//! point: it prints `CRASH_POINT <name>` and waits there; the test then kills it. A timed kill
+//! would land wherever it lands and prove little.
+
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use common::{Booked, CANCEL, Options, PAY, Stack};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A `booking-service` process on an ephemeral port of 127.0.0.1, sharing the stack's
+/// database and services.
+struct Booking {
+    child: Child,
+    graphql: String,
+    stderr: Option<tokio::process::ChildStderr>,
+}
+
+async fn free_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Booking {
+    async fn start(stack: &Stack, crash_point: Option<&str>, sweeper: bool) -> Self {
+        let port = free_port().await;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_booking-service"));
+        cmd.env("PORT", port.to_string())
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("MONGODB_URL", &stack.booking_db_url)
+            .env("RABBITMQ_URL", common::env("RABBITMQ_URL"))
+            .env("CINEMA_GRPC_URL", &stack.cinema_grpc)
+            .env("USER_SERVICE_URL", &stack.user_url)
+            .env("PAYMENT_SERVICE_URL", &stack.payment_url)
+            .env("SWEEPER_ENABLED", sweeper.to_string())
+            .env("SWEEP_INTERVAL_SECONDS", "1")
+            .env("RUST_LOG", "warn")
+            .env_remove("BOOKING_CRASH_POINT")
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        // Only a process that is to stop at a point has its stderr read; the others' goes to
+        // the test's output (an unread pipe would fill up and block the process).
+        if let Some(p) = crash_point {
+            cmd.env("BOOKING_CRASH_POINT", p).stderr(Stdio::piped());
+        } else {
+            cmd.stderr(Stdio::inherit());
+        }
+        let mut child = cmd.spawn().expect("start booking-service");
+        let stderr = child.stderr.take();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut ready = false;
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("booking-service exited at start: {status}");
+            }
+            if let Ok(r) = http.get(format!("{base}/ready")).send().await
+                && r.status().is_success()
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "booking-service on {base} never became ready");
+        Self {
+            child,
+            graphql: format!("{base}/graphql"),
+            stderr,
+        }
+    }
+
+    /// Waits until the process reports that it stopped at `point`.
+    async fn reached(&mut self, point: &str) {
+        let stderr = self.stderr.take().expect("stderr is read once");
+        let mut lines = BufReader::new(stderr).lines();
+        let want = format!("CRASH_POINT {point}");
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains(&want) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "booking-service never reached {point}");
+    }
+
+    /// SIGKILL: no destructor, no flush, no graceful shutdown.
+    async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+}
+
+async fn gql(url: &str, token: &str, query: &str, variables: Value) -> reqwest::Result<Value> {
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
+/// Where the crash happens and what the booking must end as after the restart.
+struct Case {
+    point: &'static str,
+    /// Cancel a CONFIRMED booking (else: pay a held one).
+    cancel: bool,
+    /// The cinema's hold lapses before the payment, so the charge must be refunded.
+    hold_lapsed: bool,
+    ends: &'static [&'static str],
+    seats: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        point: "pay.after_claim",
+        cancel: false,
+        hold_lapsed: false,
+        ends: &["EXPIRED"],
+        seats: "AVAILABLE",
+    },
+    Case {
+        point: "pay.after_charge",
+        cancel: false,
+        hold_lapsed: false,
+        ends: &["CONFIRMED"],
+        seats: "BOOKED",
+    },
+    Case {
+        point: "pay.after_seats_confirmed",
+        cancel: false,
+        hold_lapsed: false,
+        ends: &["CONFIRMED"],
+        seats: "BOOKED",
+    },
+    Case {
+        point: "pay.after_refund_intent",
+        cancel: false,
+        hold_lapsed: true,
+        ends: &["REFUNDED"],
+        seats: "AVAILABLE",
+    },
+    Case {
+        point: "pay.after_refund",
+        cancel: false,
+        hold_lapsed: true,
+        // The refund happened before the crash: the restart finds no money left to give back.
+        ends: &["REFUNDED", "EXPIRED"],
+        seats: "AVAILABLE",
+    },
+    Case {
+        point: "cancel.after_mark",
+        cancel: true,
+        hold_lapsed: false,
+        ends: &["CANCELLED"],
+        seats: "AVAILABLE",
+    },
+    Case {
+        point: "cancel.after_refund",
+        cancel: true,
+        hold_lapsed: false,
+        ends: &["CANCELLED"],
+        seats: "AVAILABLE",
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_between_any_two_steps_loses_nothing() {
+    let stack = Stack::start(Options {
+        notification: false,
+        sweeper: false,
+        ..Options::default()
+    })
+    .await;
+    let replica = stack.replica().await;
+    let (user_id, token) = stack.user().await;
+
+    let mut crashed = Vec::new();
+    for case in CASES {
+        let Booked {
+            showtime,
+            seats,
+            id,
+            ..
+        } = stack.book(&user_id, &token, 1).await;
+        if case.cancel {
+            let (_, body) = stack
+                .gql(Some(&token), PAY, json!({"b": id, "m": "credit_card"}))
+                .await;
+            assert_eq!(
+                body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
+                "{body}"
+            );
+        }
+        if case.hold_lapsed {
+            stack.lapse_cinema_hold(&id).await;
+        }
+        let mut doomed = Booking::start(&stack, Some(case.point), false).await;
+        let (query, vars) = if case.cancel {
+            (CANCEL, json!({"b": id}))
+        } else {
+            (PAY, json!({"b": id, "m": "credit_card"}))
+        };
+        let url = doomed.graphql.clone();
+        let token2 = token.clone();
+        let request = tokio::spawn(async move { gql(&url, &token2, query, vars).await });
+        doomed.reached(case.point).await;
+        doomed.kill9().await;
+        let answer = request.await.expect("request task");
+        assert!(
+            answer.is_err(),
+            "{}: the killed process answered {answer:?}",
+            case.point
+        );
+        crashed.push((case, id, showtime, seats));
+    }
+
+    // Time passes (holds, PAYING claims and unfinished cancellations are all due), and a
+    // fresh process with its sweeper carries every booking to its end.
+    for (_, id, ..) in &crashed {
+        stack.age(id).await;
+        stack.age_cancellation(id).await;
+    }
+    let survivor = Booking::start(&stack, None, true).await;
+    for (case, id, showtime, seats) in &crashed {
+        let mut status = String::new();
+        for _ in 0..150 {
+            status = stack.booking_status(&token, id).await;
+            if case.ends.contains(&status.as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            case.ends.contains(&status.as_str()),
+            "{}: ended {status}, want one of {:?}",
+            case.point,
+            case.ends
+        );
+        let statuses = stack.seat_statuses(showtime).await;
+        for s in seats {
+            assert_eq!(statuses[s], case.seats, "{}: seat {s}", case.point);
+        }
+    }
+    // The restarted sweeper may still be finishing a compensation: give the audit a moment to
+    // agree, then insist.
+    let mut report = booking_service::audit::run(&replica).await.expect("audit");
+    for _ in 0..50 {
+        if report.inconsistencies.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        report = booking_service::audit::run(&replica).await.expect("audit");
+    }
+    assert_eq!(
+        report.inconsistencies,
+        Vec::<String>::new(),
+        "{:?}",
+        report.lines()
+    );
+    assert_eq!(
+        report.by_status.get("CONFIRMED"),
+        Some(&2),
+        "{:?}",
+        report.lines()
+    );
+    assert!(
+        (report.net() - report.confirmed_total).abs() < 0.005,
+        "one net charge per CONFIRMED booking and none elsewhere: {:?}",
+        report.lines()
+    );
+    survivor.kill9().await;
+    stack.stop().await;
+}
