@@ -70,8 +70,8 @@ ok "$(helm version --short), kubectl $(kubectl version --client -o json | sed -n
 if ! command -v deck >/dev/null; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     echo "chart-test: installing Debian's deck" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q deck >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q deck >/dev/null; } \
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q deck >/dev/null 2>&1 \
+      || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q deck >/dev/null; } \
       || fail "could not install deck (apt-get install deck)"
   else
     fail "deck is not installed (apt-get install deck)"

@@ -113,8 +113,8 @@ store_rootfs() { # -> prints the rootfs path
   if [[ -f $base/.moviebook-complete ]]; then echo "$base"; return 0; fi
   [[ $(id -u) == 0 ]] || die "building the store images needs root (debootstrap, chroot)"
   command -v debootstrap >/dev/null || {
-    apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null || die "apt-get install debootstrap failed"
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends debootstrap >/dev/null || die "apt-get install debootstrap failed"
   }
   tmp=$base.tmp; rm -rf "$tmp"; mkdir -p "$tmp"
   trap 'mountpoint -q "'"$tmp"'/proc" && umount "'"$tmp"'/proc"; rm -rf "'"$tmp"'"' EXIT

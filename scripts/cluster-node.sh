@@ -70,8 +70,8 @@ install_runtime() {
   log "installing from Debian's packages: ${missing[*]}"
   local i
   for i in 1 2 3 4 5 6; do   # another engineer's apt may hold dpkg's lock: wait and retry
-    apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null && return 0
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null && return 0
     sleep 15
   done
   die "apt-get install ${missing[*]} failed"

@@ -65,12 +65,12 @@ install() {
   if ((${#missing[@]})); then
     log "installing from Debian's packages: ${missing[*]}"
     local sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
-    $sudo apt-get update -qq
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
     # Debian's maintainer scripts would start system-wide servers on the standard ports; we run
     # our own instances, so keep those from starting (policy-rc.d 101 = "action forbidden").
     local policy=/usr/sbin/policy-rc.d created=""
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' | $sudo tee $policy >/dev/null; $sudo chmod +x $policy; created=1; fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [[ -n $created ]] && $sudo rm -f $policy
   fi
   if [[ $(mongo_kind) == secantus && ! -x $VENV/bin/secantusd-py ]]; then
