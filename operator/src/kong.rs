@@ -9,6 +9,7 @@
 //! - `/graphql` goes through the jwt plugin with an anonymous consumer, so browsing the
 //!   catalogue stays public while a valid token identifies the user (booking checks tokens on
 //!   mutations itself).
+//! - `GET /` (any path no other route takes) is the storefront booking serves, public.
 //! - global plugins: CORS, rate limiting per client IP (policy `local`, no shared store needed),
 //!   a correlation id and JSON access logs on stdout.
 //!
@@ -93,6 +94,9 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
                 "url": upstream(ServiceKind::Booking, ""),
                 "routes": [
                     {"name": "graphql", "paths": ["/graphql"], "strip_path": false, "plugins": [jwt(true)]},
+                    // the storefront booking serves (page, assets); the longest prefix wins, so
+                    // every other route keeps its own
+                    {"name": "storefront", "paths": ["/"], "methods": ["GET", "HEAD"], "strip_path": false},
                 ],
             },
         ],
@@ -209,6 +213,15 @@ mod tests {
             find(&v, "services", "name", "booking-service")["url"],
             "http://demo-booking.shop.svc:8010"
         );
+    }
+
+    #[test]
+    fn the_storefront_is_a_public_read_only_catch_all_on_booking() {
+        let v = config(&sample().spec, &instance(), "s3cret");
+        let r = route(&v, "booking-service", "storefront");
+        assert_eq!(r["paths"], serde_json::json!(["/"]));
+        assert_eq!(r["methods"], serde_json::json!(["GET", "HEAD"]));
+        assert!(plugins(r).is_empty());
     }
 
     #[test]

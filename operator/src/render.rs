@@ -88,8 +88,10 @@ fn render_one(mbs: &MovieBookingSystem) -> Result<String, RenderError> {
     };
     for store in StoreKind::ALL {
         if store.spec(&mbs.spec).external.is_some() {
-            res.external_urls
-                .insert(store, format!("<from the Secret of {}.external>", store.name()));
+            res.external_urls.insert(
+                store,
+                format!("<from the Secret of {}.external>", store.name()),
+            );
         }
         res.store_ready.insert(store, 1);
     }
@@ -186,11 +188,17 @@ spec:
                 "{objs:?}"
             );
         }
-        assert!(objs.iter().any(|o| o.0 == "Job" && o.1.starts_with("moviebook-cinema-seed-")));
+        assert!(
+            objs.iter()
+                .any(|o| o.0 == "Job" && o.1.starts_with("moviebook-cinema-seed-"))
+        );
         assert!(has("Service", "moviebook-public-graphql"));
         assert!(has("Service", "moviebook-cinema-grpc"));
         assert!(has("StatefulSet", "moviebook-mongodb"));
-        assert!(!has("Deployment", "moviebook-gateway"), "no Kong with type None");
+        assert!(
+            !has("Deployment", "moviebook-gateway"),
+            "no Kong with type None"
+        );
         assert!(yaml.contains("namespace: shop"));
         assert!(yaml.contains("directConnection=true"));
         assert!(!yaml.contains("uid-"), "no cluster identity");

@@ -599,15 +599,31 @@ mod tests {
                 .map(|c| (c.status.clone(), c.reason.clone()))
                 .expect("cond")
         };
-        assert_eq!(c(&s, GATEWAY_READY), ("True".into(), "PublicServices".into()));
+        assert_eq!(
+            c(&s, GATEWAY_READY),
+            ("True".into(), "PublicServices".into())
+        );
         assert_eq!(
             c(&s, SAMPLE_DATA_LOADED),
             ("False".into(), "SampleDataLoading".into()),
             "the seed Job was just created"
         );
-        assert_eq!(s.phase, Some(Phase::Progressing), "Ready waits for the sample data");
-        assert_eq!(s.ready_components.as_deref(), Some("9/9"), "no Kong component");
-        assert!(s.endpoints.as_ref().and_then(|e| e.gateway.clone()).is_none());
+        assert_eq!(
+            s.phase,
+            Some(Phase::Progressing),
+            "Ready waits for the sample data"
+        );
+        assert_eq!(
+            s.ready_components.as_deref(),
+            Some("9/9"),
+            "no Kong component"
+        );
+        assert!(
+            s.endpoints
+                .as_ref()
+                .and_then(|e| e.gateway.clone())
+                .is_none()
+        );
 
         let mut res = res;
         let seed = d.sample.clone().expect("plan").job_name;

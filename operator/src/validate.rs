@@ -90,9 +90,7 @@ pub fn validate(mbs: &MovieBookingSystem) -> Result<(), Error> {
             problems.push("spec.gateway.direct.nodePorts must differ from each other".into());
         }
         if spec.gateway.type_ != GatewayType::None && !fixed.is_empty() {
-            problems.push(
-                "spec.gateway.direct.nodePorts applies to gateway type None only".into(),
-            );
+            problems.push("spec.gateway.direct.nodePorts applies to gateway type None only".into());
         }
     }
     if problems.is_empty() {
@@ -145,12 +143,21 @@ mod tests {
             "direct": {"nodePorts": {"graphql": 30080, "user": 30080}}
         }))
         .expect("gateway");
-        mbs.spec.postgres.managed.as_mut().expect("managed").topology =
-            Some(crate::crd::MongoTopology::Standalone);
+        mbs.spec
+            .postgres
+            .managed
+            .as_mut()
+            .expect("managed")
+            .topology = Some(crate::crd::MongoTopology::Standalone);
         let msg = validate(&mbs).expect_err("invalid").to_string();
         assert!(msg.contains("nodePorts must differ"), "{msg}");
         assert!(msg.contains("spec.postgres.managed.topology"), "{msg}");
-        mbs.spec.postgres.managed.as_mut().expect("managed").topology = None;
+        mbs.spec
+            .postgres
+            .managed
+            .as_mut()
+            .expect("managed")
+            .topology = None;
         mbs.spec.gateway.type_ = GatewayType::Kong;
         let msg = validate(&mbs).expect_err("invalid").to_string();
         assert!(msg.contains("type None only"), "{msg}");

@@ -745,7 +745,9 @@ async fn version_bump_migrates_first_and_rolls_out_only_after_the_job_succeeded(
     t.cleanup().await;
 }
 
-fn container(pod: Option<k8s_openapi::api::core::v1::PodSpec>) -> k8s_openapi::api::core::v1::Container {
+fn container(
+    pod: Option<k8s_openapi::api::core::v1::PodSpec>,
+) -> k8s_openapi::api::core::v1::Container {
     pod.expect("pod").containers.remove(0)
 }
 
@@ -821,7 +823,12 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
     );
 
     // cinema's headless gRPC Service, which booking resolves to every ready cinema pod
-    let grpc = svcs.get("demo-cinema-grpc").await.expect("grpc").spec.expect("spec");
+    let grpc = svcs
+        .get("demo-cinema-grpc")
+        .await
+        .expect("grpc")
+        .spec
+        .expect("spec");
     assert_eq!(grpc.cluster_ip.as_deref(), Some("None"));
     let cm = t.api::<ConfigMap>().get("demo-config").await.expect("cm");
     let data = cm.data.expect("data");
@@ -831,9 +838,18 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
     );
 
     // MongoDB standalone: no --replSet, TCP probes; each service its own database
-    let mongo = t.api::<StatefulSet>().get("demo-mongodb").await.expect("sts");
+    let mongo = t
+        .api::<StatefulSet>()
+        .get("demo-mongodb")
+        .await
+        .expect("sts");
     let c = container(mongo.spec.and_then(|s| s.template.spec));
-    assert!(!c.args.unwrap_or_default().iter().any(|a| a.contains("replSet")));
+    assert!(
+        !c.args
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.contains("replSet"))
+    );
     assert!(c.readiness_probe.and_then(|p| p.tcp_socket).is_some());
     for svc in ["user", "payment", "notification", "booking"] {
         let dep = t
@@ -842,11 +858,15 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
             .await
             .expect("dep");
         let pod = dep.spec.and_then(|s| s.template.spec);
-        let grace = pod.as_ref().and_then(|p| p.termination_grace_period_seconds);
+        let grace = pod
+            .as_ref()
+            .and_then(|p| p.termination_grace_period_seconds);
         let c = container(pod);
         let url = env_value(&c, "MONGODB_URL").expect("MONGODB_URL");
         assert!(
-            url.contains(&format!("/moviebook_{svc}?directConnection=true&maxPoolSize=")),
+            url.contains(&format!(
+                "/moviebook_{svc}?directConnection=true&maxPoolSize="
+            )),
             "{svc}: {url}"
         );
         // the API server kept the preStop sleep (the images have no shell)
@@ -870,7 +890,13 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
         .expect("jobs")
         .items;
     assert_eq!(seeds.len(), 1, "{:?}", names(&seeds));
-    let c = container(seeds[0].spec.clone().map(|s| s.template).and_then(|t| t.spec));
+    let c = container(
+        seeds[0]
+            .spec
+            .clone()
+            .map(|s| s.template)
+            .and_then(|t| t.spec),
+    );
     assert_eq!(
         c.command,
         Some(vec!["cinema-service".to_string(), "seed".into()])
@@ -903,12 +929,23 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
         .iter()
         .filter_map(|p| p.backend.service.as_ref().map(|s| s.name.clone()))
         .collect();
-    assert!(backends.contains(&"demo-booking".to_string()), "{backends:?}");
-    assert!(svcs.get_opt("demo-public-graphql").await.expect("get").is_none());
+    assert!(
+        backends.contains(&"demo-booking".to_string()),
+        "{backends:?}"
+    );
+    assert!(
+        svcs.get_opt("demo-public-graphql")
+            .await
+            .expect("get")
+            .is_none()
+    );
 
     // and back to Kong (the default): Kong's Deployment and Service appear again
-    t.patch_spec("demo", json!({"gateway": {"type": "Kong", "ingress": null}}))
-        .await;
+    t.patch_spec(
+        "demo",
+        json!({"gateway": {"type": "Kong", "ingress": null}}),
+    )
+    .await;
     t.converge("demo").await;
     assert!(svcs.get_opt("demo-gateway").await.expect("get").is_some());
     assert!(

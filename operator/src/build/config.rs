@@ -279,7 +279,11 @@ mod tests {
             "postgres://moviebook:pgpw@demo-postgres.shop.svc:5432/cinema"
         );
         assert!(
-            !secret.data.as_ref().expect("data").contains_key("MONGODB_URL"),
+            !secret
+                .data
+                .as_ref()
+                .expect("data")
+                .contains_key("MONGODB_URL"),
             "each MongoDB service has its own URL, in its pod template"
         );
         assert_eq!(

@@ -25,12 +25,12 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::ServiceKind;
 use super::config::plain_env;
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, Resolved, default_resources, pull_secrets,
     restricted_container, restricted_pod,
 };
-use super::ServiceKind;
 use crate::crd::{GatewayServiceType, GatewayType, MovieBookingSystemSpec};
 use crate::kong;
 
@@ -49,7 +49,8 @@ pub fn name(inst: &Instance) -> String {
 /// The paths users reach, by the service that serves them (Kong's routes without Kong; the
 /// payment API is internal).
 pub const PUBLIC_ROUTES: [(ServiceKind, &[&str]); 3] = [
-    (ServiceKind::Booking, &["/graphql"]),
+    // `/`: the storefront booking serves (the longest prefix wins, so the API paths keep theirs)
+    (ServiceKind::Booking, &["/graphql", "/"]),
     (
         ServiceKind::User,
         &[
@@ -72,7 +73,9 @@ pub const PUBLIC_ROUTES: [(ServiceKind, &[&str]); 3] = [
 
 /// The public Services of `type: None`, in this order (GraphQL first: its address is the
 /// endpoint in status): suffix, service, fixed node port.
-pub fn public_services_of(spec: &MovieBookingSystemSpec) -> [(&'static str, ServiceKind, Option<i32>); 3] {
+pub fn public_services_of(
+    spec: &MovieBookingSystemSpec,
+) -> [(&'static str, ServiceKind, Option<i32>); 3] {
     let ports = spec
         .gateway
         .direct
@@ -395,9 +398,18 @@ pub fn graphql_endpoint(
     match spec.gateway.type_ {
         GatewayType::Kong => {}
         GatewayType::Ingress => {
-            return match spec.gateway.ingress.as_ref().and_then(|i| i.host.as_ref().map(|h| (i, h))) {
+            return match spec
+                .gateway
+                .ingress
+                .as_ref()
+                .and_then(|i| i.host.as_ref().map(|h| (i, h)))
+            {
                 Some((ing, host)) => {
-                    let scheme = if ing.tls_secret_name.is_some() { "https" } else { "http" };
+                    let scheme = if ing.tls_secret_name.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
                     format!("{scheme}://{host}/graphql")
                 }
                 None => format!(
@@ -409,7 +421,11 @@ pub fn graphql_endpoint(
         }
         GatewayType::None => {
             let fixed = public_services_of(spec)[0].2;
-            return match (direct_service_type(spec), lb_address, fixed.or(allocated_node_port)) {
+            return match (
+                direct_service_type(spec),
+                lb_address,
+                fixed.or(allocated_node_port),
+            ) {
                 (GatewayServiceType::LoadBalancer, Some(addr), _) => {
                     format!("http://{addr}/graphql")
                 }
@@ -570,9 +586,24 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("demo-public-graphql".into(), "NodePort".into(), Some(30080), "booking".into()),
-                ("demo-public-user".into(), "NodePort".into(), Some(30081), "user".into()),
-                ("demo-public-catalogue".into(), "NodePort".into(), Some(30082), "cinema".into()),
+                (
+                    "demo-public-graphql".into(),
+                    "NodePort".into(),
+                    Some(30080),
+                    "booking".into()
+                ),
+                (
+                    "demo-public-user".into(),
+                    "NodePort".into(),
+                    Some(30081),
+                    "user".into()
+                ),
+                (
+                    "demo-public-catalogue".into(),
+                    "NodePort".into(),
+                    Some(30082),
+                    "cinema".into()
+                ),
             ]
         );
         assert!(ingress(&mbs.spec, &instance()).is_none());
@@ -596,7 +627,10 @@ mod tests {
             "ingress": {"className": "kong", "host": "tickets.example"}
         }))
         .expect("gateway");
-        let i = ingress(&mbs.spec, &instance()).expect("ingress").spec.expect("spec");
+        let i = ingress(&mbs.spec, &instance())
+            .expect("ingress")
+            .spec
+            .expect("spec");
         assert_eq!(i.ingress_class_name.as_deref(), Some("kong"));
         let rule = &i.rules.expect("rules")[0];
         let routes: Vec<(String, String, i32)> = rule
@@ -618,7 +652,9 @@ mod tests {
         assert!(routes.contains(&("/api/v1/login".into(), "demo-user".into(), 8001)));
         assert!(routes.contains(&("/api/v1/movies".into(), "demo-cinema".into(), 8002)));
         assert!(
-            !routes.iter().any(|r| r.0.contains("payments") || r.1 == "demo-gateway"),
+            !routes
+                .iter()
+                .any(|r| r.0.contains("payments") || r.1 == "demo-gateway"),
             "no payment route, no Kong: {routes:?}"
         );
         assert_eq!(

@@ -102,7 +102,11 @@ mod tests {
         mbs.spec.sample_data = true;
         let d = build(&mbs.spec, &inst, &resolved_ready());
         let plan = d.sample.clone().expect("plan");
-        assert_eq!(plan.state, MigrationState::Waiting, "cinema not migrated yet");
+        assert_eq!(
+            plan.state,
+            MigrationState::Waiting,
+            "cinema not migrated yet"
+        );
         assert!(seed_jobs(&d).is_empty());
 
         // cinema's migration succeeded: the seed Job runs `cinema-service seed`
@@ -154,9 +158,6 @@ mod tests {
         );
         let d = build(&mbs.spec, &inst, &res);
         assert!(seed_jobs(&d).is_empty());
-        assert_eq!(
-            d.sample.map(|p| p.state),
-            Some(MigrationState::Succeeded)
-        );
+        assert_eq!(d.sample.map(|p| p.state), Some(MigrationState::Succeeded));
     }
 }

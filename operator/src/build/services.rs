@@ -25,8 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{
-    CINEMA_RESOLVE_SECONDS, POSTGRES_CONNECTION_BUDGET, cinema_grpc_service_name,
-    config_map_name, jwt_env, plain_env, pod_ceiling, pool_size, store_url_env,
+    CINEMA_RESOLVE_SECONDS, POSTGRES_CONNECTION_BUDGET, cinema_grpc_service_name, config_map_name,
+    jwt_env, plain_env, pod_ceiling, pool_size, store_url_env,
 };
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, ServiceKind, default_resources, pull_secrets,

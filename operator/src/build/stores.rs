@@ -99,7 +99,10 @@ pub fn stateful_set(
         && managed.topology.unwrap_or_default() == MongoTopology::Standalone;
     let (command, args, env) = process(store, inst, standalone);
     let (readiness, liveness) = if standalone {
-        (tcp_probe(store.port(), 5, 5, 6), tcp_probe(store.port(), 30, 10, 6))
+        (
+            tcp_probe(store.port(), 5, 5, 6),
+            tcp_probe(store.port(), 30, 10, 6),
+        )
     } else {
         (
             exec_probe(readiness_command(store, inst), 10, 5, 6),
@@ -508,7 +511,10 @@ mod tests {
         assert_eq!(c.args.as_deref(), Some(&["--bind_ip_all".to_string()][..]));
         for probe in [&c.readiness_probe, &c.liveness_probe] {
             let p = probe.as_ref().expect("probe");
-            assert!(p.exec.is_none(), "no mongosh in a standalone server's image");
+            assert!(
+                p.exec.is_none(),
+                "no mongosh in a standalone server's image"
+            );
             assert_eq!(
                 p.tcp_socket.as_ref().map(|t| t.port.clone()),
                 Some(IntOrString::Int(27017))
@@ -516,7 +522,13 @@ mod tests {
         }
         // the topology means nothing to the other stores
         let pg = stateful_set(StoreKind::Postgres, &managed, &mbs.spec, &instance());
-        assert!(container(&pg).readiness_probe.as_ref().and_then(|p| p.exec.as_ref()).is_some());
+        assert!(
+            container(&pg)
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.exec.as_ref())
+                .is_some()
+        );
     }
 
     #[test]

@@ -111,9 +111,8 @@ pub fn retry_on_next(code: Code, attempt: usize, members: usize) -> bool {
 }
 
 /// Resolves a host name to the addresses of its cinema pods.
-pub type Resolver = Arc<
-    dyn Fn(String, u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync,
->;
+pub type Resolver =
+    Arc<dyn Fn(String, u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
 
 /// The system resolver (`getaddrinfo`): for a headless Service, one address per ready pod.
 pub fn dns_resolver() -> Resolver {
@@ -209,7 +208,9 @@ impl Pool {
     async fn resolve(&self) {
         match (self.resolver)(self.host.clone(), self.port).await {
             Ok(addrs) => self.update(&addrs),
-            Err(e) => tracing::warn!(host = %self.host, error = %e, "cannot resolve the cinema service; keeping the known addresses"),
+            Err(e) => {
+                tracing::warn!(host = %self.host, error = %e, "cannot resolve the cinema service; keeping the known addresses")
+            }
         }
     }
 
@@ -783,9 +784,15 @@ mod tests {
     fn only_unavailable_moves_to_the_next_pod_and_each_pod_once() {
         assert!(retry_on_next(Code::Unavailable, 0, 2));
         assert!(!retry_on_next(Code::Unavailable, 1, 2), "both pods tried");
-        assert!(!retry_on_next(Code::Unavailable, 0, 1), "one pod: nothing else to try");
+        assert!(
+            !retry_on_next(Code::Unavailable, 0, 1),
+            "one pod: nothing else to try"
+        );
         assert!(retry_on_next(Code::Unavailable, 1, 5));
-        assert!(!retry_on_next(Code::Unavailable, 2, 5), "at most three attempts");
+        assert!(
+            !retry_on_next(Code::Unavailable, 2, 5),
+            "at most three attempts"
+        );
         assert!(!retry_on_next(Code::NotFound, 0, 3));
         assert!(!retry_on_next(Code::DeadlineExceeded, 0, 3));
     }
@@ -821,9 +828,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_ip_address_or_a_zero_interval_is_used_as_it_is() {
-        let never: Resolver = Arc::new(|_, _| {
-            Box::pin(async { Err(std::io::Error::other("must not resolve")) })
-        });
+        let never: Resolver =
+            Arc::new(|_, _| Box::pin(async { Err(std::io::Error::other("must not resolve")) }));
         for (url, every) in [
             ("http://127.0.0.1:9090", Duration::from_secs(5)),
             ("http://cinema:9090", Duration::ZERO),

@@ -103,7 +103,10 @@ async fn reads_spread_over_every_pod_and_fail_over_to_the_next() {
     // One pod stops (its address is still listed, as right after a rolling update began):
     // every read is still answered, now by the other one.
     full.stop.send(true).expect("stop");
-    full.task.await.expect("join").expect("cinema stopped cleanly");
+    full.task
+        .await
+        .expect("join")
+        .expect("cinema stopped cleanly");
     for i in 0..20 {
         let movies = client
             .list_movies(None, 50, 0)
