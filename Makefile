@@ -28,6 +28,7 @@ test: ## fmt, clippy and every test against real servers and a real kube-apiserv
 lint: ## fmt --check and clippy -D warnings
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings   # + the load generator
 
 fmt: ## format the code
 	cargo fmt --all

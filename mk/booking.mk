@@ -11,7 +11,7 @@ BOOKING_LOAD_TIME ?= 30s
 BOOKING_FOCUS_TIME ?= 20s
 
 bench-booking: ## load-test the GraphQL API of `make dev`: createBooking alone, book+pay+cancel, then the browse/book/pay/cancel mix
-	cargo build --quiet --release -p booking-service --bin moviebook-load
+	cargo build --quiet --release -p booking-service --features load --bin moviebook-load
 	@echo "load generator: release build; $$(nproc) CPU(s),$$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); services as \`make dev\` built them (MOVIEBOOK_PROFILE=$${MOVIEBOOK_PROFILE:-dev})"
 	@echo "== createBooking alone (one seat nobody else wants; every error counts); $(BOOKING_LOAD_USERS) users, $(BOOKING_FOCUS_TIME)"
 	$(CARGO_TARGET_DIR)/release/moviebook-load --host $(BOOKING_URL) --scenarios createbooking \

@@ -204,9 +204,12 @@ step "helm install (kind values: CRD, operator, RBAC, MovieBookingSystem)"
 NS=mb-$ID-kind REL=mb$ID SA=mb$ID-moviebook-operator
 # Node ports are cluster-wide and the API server may be shared: not the default 30080 here.
 NODE_PORT=$(( 31000 + $$ % 1700 ))
-NAMESPACES+=("$NS")
+NAMESPACES+=("$NS" "mb-$ID-listed")
+# A namespace named in rbac.secretNamespaces (the only other place the operator gets Secrets).
+kubectl create namespace "mb-$ID-listed" >/dev/null
 helm install "$REL" "$CHART" -n "$NS" --create-namespace -f "$CHART/ci/kind-values.yaml" \
-  --set-string "commonLabels.moviebook\.io/chart-test=$ID" --set "system.spec.gateway.kong.nodePort=$NODE_PORT" >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; fail "helm install"; }
+  --set-string "commonLabels.moviebook\.io/chart-test=$ID" --set "system.spec.gateway.kong.nodePort=$NODE_PORT" \
+  --set "rbac.secretNamespaces={mb-$ID-listed}" >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log" >&2; fail "helm install"; }
 grep -q "kubectl -n $NS get mbs moviebook -w" "$WORK/install.log" || fail "NOTES.txt does not say how to watch progress"
 grep -q "/graphql" "$WORK/install.log" || fail "NOTES.txt does not say where GraphQL is"
 [[ $(helm status "$REL" -n "$NS" -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["info"]["status"])') == deployed ]] || fail "release not deployed"
@@ -217,7 +220,7 @@ as=(--as "system:serviceaccount:$NS:$SA")
 # verb resource[/name] where [subresource]; "anywhere" is a namespace that is not the release's
 can_i() {
   local verb=$1 res=$2 where=$3 sub=${4:-} args=()
-  case $where in anywhere) args=(-n "mb-$ID-elsewhere") ;; home) args=(-n "$NS") ;; esac
+  case $where in anywhere) args=(-n "mb-$ID-elsewhere") ;; home) args=(-n "$NS") ;; listed) args=(-n "mb-$ID-listed") ;; esac
   [[ -n $sub ]] && args+=(--subresource "$sub")
   kubectl auth can-i "$verb" "$res" "${args[@]}" "${as[@]}" 2>/dev/null || true
 }
@@ -231,9 +234,11 @@ watch moviebookingsystems.moviebook.io anywhere
 patch moviebookingsystems.moviebook.io anywhere
 patch moviebookingsystems.moviebook.io anywhere status
 update moviebookingsystems.moviebook.io anywhere finalizers
-get secrets anywhere
-create secrets anywhere
-patch secrets anywhere
+get secrets home
+create secrets home
+patch secrets home
+get secrets listed
+patch secrets listed
 patch configmaps anywhere
 list services anywhere
 delete services anywhere
@@ -255,6 +260,10 @@ while read -r verb res where sub; do
   [[ $(can_i "$verb" "$res" "$where" "$sub") == no ]] || fail "the operator CAN $verb $res${sub:+/$sub} ($where): more than it needs"
 done <<'EOF'
 # what it must not do
+get secrets anywhere
+create secrets anywhere
+patch secrets anywhere
+list secrets home
 list secrets anywhere
 watch secrets anywhere
 delete secrets anywhere
@@ -370,10 +379,16 @@ for p in ("/api/v1/users", "/api/v1/profile"):
     assert "jwt" in plugins and not plugins["jwt"].get("anonymous"), f"{p} must need a JWT (route {n})"
 n, (svc, _, plugins) = find("/graphql", "POST")
 assert "jwt" in plugins and plugins["jwt"].get("anonymous"), f"/graphql needs jwt with an anonymous consumer (route {n})"
+def routed(path, method):
+    return [n for n, v in routes.items()
+            if any(path.startswith(p) for p in v[1].get("paths", [])) and method in v[1].get("methods", [method])]
+for p in ("/api/v1/payments", "/api/v1/payments/booking/b", "/api/v1/refunds"):
+    for m in ("POST", "PUT", "PATCH", "DELETE"):
+        assert not routed(p, m), f"{m} {p} must not be routed (payments are internal): {routed(p, m)}"
 consumers = {x["username"]: x for x in c.get("consumers", [])}
 assert plugins["jwt"]["anonymous"] in consumers, "the anonymous consumer does not exist"
 assert any(x.get("jwt_secrets") for x in consumers.values()), "no consumer with a jwt secret"
-print(f"    ok: {len(routes)} routes; register/login public, users/profile need a JWT, /graphql jwt+anonymous; cors, logging, rate limit {rate}/min by ip (local)")
+print(f"    ok: {len(routes)} routes; register/login public, users/profile need a JWT, no payment/refund write routed, /graphql jwt+anonymous; cors, logging, rate limit {rate}/min by ip (local)")
 PY
 }
 check_kong "$WORK/kong.yml" 200 || fail "the Kong config's content"

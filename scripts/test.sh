@@ -24,18 +24,32 @@ done
 # What the node e2e needs besides the workspace (Go builds of the node's binaries, Debian's
 # packages, the stand-in store images: mostly downloads and single-threaded phases) is prepared in
 # the background while cargo compiles, instead of after it. Its log is shown if it fails.
-PREP_PID= STACK_STARTED=
+PREP_PID= WEB_PREP_PID= STACK_STARTED=
 cleanup() {
   set +e
   [[ -n $PREP_PID ]] && kill -- "-$PREP_PID" 2>/dev/null   # its own process group (setsid)
+  [[ -n $WEB_PREP_PID ]] && kill -- "-$WEB_PREP_PID" 2>/dev/null
   [[ -n ${K8S_STARTED:-} ]] && scripts/k8s-testenv.sh stop >/dev/null 2>&1
   [[ -n $STACK_STARTED ]] && scripts/stack.sh test down
 }
 trap cleanup EXIT
+# start_bg VAR LOG CMD...: CMD in its own process group (so cleanup can end all of it), PID in VAR.
+start_bg() { local -n pid_=$1; local log=$2; shift 2; setsid "$@" >"$log" 2>&1 & pid_=$!; }
+# await_bg VAR LOG: waits for that job; if it failed, shows its log and stops the run.
+await_bg() {
+  local -n pid_=$1; local log=$2 rc=0
+  wait "$pid_" || rc=$?
+  pid_=
+  ((rc == 0)) || { tail -n 40 "$log"; echo "preparing failed (log above: $log)" >&2; exit 1; }
+}
 if [[ $NODE_E2E == 1 ]]; then
   step "in the background: the node's binaries and the stand-in store images ($LOGS/prepare.log)"
-  setsid bash -c 'scripts/cluster-node.sh build && scripts/cluster-images.sh stores' >"$LOGS/prepare.log" 2>&1 &
-  PREP_PID=$!
+  start_bg PREP_PID "$LOGS/prepare.log" bash -c 'scripts/cluster-node.sh build && scripts/cluster-images.sh stores'
+fi
+# The browser tests' downloads (Node.js, npm packages, Debian's chromium) likewise.
+if [[ -x scripts/web.sh ]]; then
+  step "in the background: the web build and chromium ($LOGS/web-prepare.log)"
+  start_bg WEB_PREP_PID "$LOGS/web-prepare.log" scripts/web.sh prepare
 fi
 
 step "cargo fmt --check"
@@ -64,15 +78,18 @@ if [[ -x scripts/chart-test.sh ]]; then
   scripts/chart-test.sh
 fi
 
+if [[ -x scripts/web.sh ]]; then
+  step "the storefront in a real browser (scripts/web.sh test)"
+  await_bg WEB_PREP_PID "$LOGS/web-prepare.log"
+  scripts/web.sh test
+fi
+
 step "images: the Dockerfile and the node images agree"
 scripts/cluster-images.sh check
 
 if [[ $NODE_E2E == 1 ]]; then
   step "the system on a real node (scripts/cluster-e2e.sh)"
-  if ! wait "$PREP_PID"; then
-    tail -n 40 "$LOGS/prepare.log"; echo "preparing the node failed (log above)" >&2; PREP_PID=; exit 1
-  fi
-  PREP_PID=
+  await_bg PREP_PID "$LOGS/prepare.log"
   scripts/cluster-e2e.sh
 else
   step "SKIPPED: the system on a real node (MOVIEBOOK_NODE_E2E=1 runs it)"

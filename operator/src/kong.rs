@@ -4,8 +4,10 @@
 //! - `/api/v1/register` and `/api/v1/login` are public; the rest of the user API needs a JWT.
 //! - the catalogue (`/api/v1/{movies,showtimes,cinemas,screens}`) is public to read; writes
 //!   need a JWT (the cinema service checks the admin role itself).
-//! - `/api/v1/payments` and `/api/v1/refunds` need a JWT and are mapped onto the payment
-//!   service's `/payments` and `/refunds`.
+//! - `/api/v1/payments` is read-only (GET/HEAD, JWT; a user sees only their own payments),
+//!   mapped onto the payment service's `/payments`. No payment or refund write is routed:
+//!   charging and refunding are internal steps of the booking service (issue 12), and users
+//!   get money back through GraphQL `cancelBooking`.
 //! - `/graphql` goes through the jwt plugin with an anonymous consumer, so browsing the
 //!   catalogue stays public while a valid token identifies the user (booking checks tokens on
 //!   mutations itself).
@@ -79,14 +81,8 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
                 "name": "payment-service",
                 "url": upstream(ServiceKind::Payment, "/payments"),
                 "routes": [
-                    {"name": "payments", "paths": ["/api/v1/payments"], "strip_path": true, "plugins": [jwt(false)]},
-                ],
-            },
-            {
-                "name": "refund-service",
-                "url": upstream(ServiceKind::Payment, "/refunds"),
-                "routes": [
-                    {"name": "refunds", "paths": ["/api/v1/refunds"], "strip_path": true, "plugins": [jwt(false)]},
+                    {"name": "payments", "paths": ["/api/v1/payments"], "methods": ["GET", "HEAD"],
+                     "strip_path": true, "plugins": [jwt(false)]},
                 ],
             },
             {
@@ -252,6 +248,51 @@ mod tests {
             find(&v, "services", "name", "payment-service")["url"],
             "http://demo-payment.shop.svc:8003/payments"
         );
+    }
+
+    /// The routes Kong would pick for `method path`: a path prefix match and, when the route
+    /// lists methods, the method among them (Kong's router rules for these fields).
+    fn routed<'a>(v: &'a Value, method: &str, path: &str) -> Vec<&'a str> {
+        let mut hits = Vec::new();
+        for s in v["services"].as_array().expect("services") {
+            for r in s["routes"].as_array().expect("routes") {
+                let path_ok = r["paths"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .filter_map(Value::as_str)
+                        .any(|p| path.starts_with(p))
+                });
+                let method_ok = r["methods"]
+                    .as_array()
+                    .is_none_or(|ms| ms.iter().any(|m| m == method));
+                if path_ok && method_ok {
+                    hits.push(r["name"].as_str().unwrap_or_default());
+                }
+            }
+        }
+        hits
+    }
+
+    #[test]
+    fn no_payment_or_refund_write_is_routed_reads_need_a_token() {
+        let v = config(&sample().spec, &instance(), "s");
+        for path in [
+            "/api/v1/payments",
+            "/api/v1/payments/",
+            "/api/v1/payments/booking/b1",
+            "/api/v1/refunds",
+            "/api/v1/refunds/x",
+        ] {
+            for method in ["POST", "PUT", "PATCH", "DELETE"] {
+                assert_eq!(
+                    routed(&v, method, path),
+                    Vec::<&str>::new(),
+                    "{method} {path}"
+                );
+            }
+        }
+        assert!(routed(&v, "GET", "/api/v1/refunds").is_empty());
+        assert_eq!(routed(&v, "GET", "/api/v1/payments/t1"), ["payments"]);
+        assert_eq!(plugins(route(&v, "payment-service", "payments")), ["jwt"]);
     }
 
     #[test]

@@ -35,7 +35,8 @@ use crate::{
 };
 
 /// The `source` of this service's events and the name of its connections.
-pub const SERVICE_NAME: &str = "booking-service";
+/// Also the identity of its service tokens, the only one the payment service accepts writes from.
+pub const SERVICE_NAME: &str = moviebook_common::auth::BOOKING_SERVICE;
 
 /// Connects to MongoDB and builds the store.
 pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {

@@ -266,6 +266,10 @@ impl Booker {
             return Ok(booking);
         }
         transition(from, BookingEvent::PaymentStarted)?;
+        // The charge is made with the booking service's own identity (the payment service takes
+        // writes from nobody else) and the booking's amount, never anything the client sent.
+        // Issued before the claim, so that failing here leaves nothing claimed.
+        let token = self.service_token()?;
         let Some(claimed) = self.store.claim_payment(&booking.id, from).await? else {
             return Err(self.claim_failed(&booking.id).await);
         };
@@ -277,7 +281,7 @@ impl Booker {
         let outcome = self
             .rest
             .pay(
-                &caller.token,
+                &token,
                 &key,
                 &claimed.id,
                 &claimed.user_id,

@@ -112,6 +112,57 @@ async fn documented_flow_books_pays_and_notifies() {
         .or_else(|| txs["transactions"].as_array().cloned())
         .expect("list");
     assert_eq!(txs.len(), 1, "charged exactly once: {txs:?}");
+    assert_eq!(
+        txs[0]["amount"], created["booking"]["totalAmount"],
+        "the charge is the booking's amount"
+    );
+
+    // Issue 12's exploit: the user's own token at the payment service can neither refund the
+    // confirmed booking (and keep the seats) nor create a payment of its choosing.
+    let tx_id = txs[0]["transaction_id"].as_str().expect("tx id").to_owned();
+    for (path, body) in [
+        ("refunds", json!({"transaction_id": tx_id})),
+        (
+            "payments",
+            json!({"booking_id": booking_id, "user_id": user_id, "amount": 0.01,
+                   "payment_method": "credit_card", "payment_details": {"card_number": "4111111111111111"}}),
+        ),
+    ] {
+        let r = stack
+            .http
+            .post(format!("{}/{path}", stack.payment_url))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("user-{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("payment service");
+        assert_eq!(r.status().as_u16(), 403, "POST /{path} with a user token");
+    }
+    let tx: serde_json::Value = stack
+        .http
+        .get(format!("{}/payments/{tx_id}", stack.payment_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("payment")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tx["refunded_amount"], 0.0, "not refunded: {tx}");
+    let (_, other) = stack.user().await;
+    let r = stack
+        .http
+        .get(format!("{}/payments/{tx_id}", stack.payment_url))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("payment");
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "another user's payment is not readable"
+    );
 
     // Read it back.
     let (_, body) = stack

@@ -1,12 +1,14 @@
 //! RabbitMQ stopped during a burst of bookings loses no event: the bookings succeed (the events
 //! wait in the outbox, written in the same transaction) and every booking.pending_payment is
-//! delivered once the broker is back.
+//! delivered once the broker is back. Payments go on during the outage too: the payment
+//! service stays ready (its readiness does not depend on the broker) and its payment.success
+//! arrives after the outage.
 
 mod common;
 
 use std::{collections::HashSet, process::Command, time::Duration};
 
-use common::{CREATE, Options, Stack};
+use common::{CREATE, Options, PAY, Stack};
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use serde_json::json;
 
@@ -74,7 +76,7 @@ async fn broker_outage_during_a_burst_loses_no_event() {
         .await
         .expect("amqp");
     let ch = conn.create_channel().await.expect("channel");
-    moviebook_common::amqp::declare_consumer_queue(&ch, &queue, &["booking.#"])
+    moviebook_common::amqp::declare_consumer_queue(&ch, &queue, &["booking.#", "payment.#"])
         .await
         .expect("queue");
     let _ = conn.close(200, "bye".into()).await;
@@ -118,12 +120,43 @@ async fn broker_outage_during_a_burst_loses_no_event() {
         waiting >= seats.len() as u64,
         "events wait in the outbox: {waiting}"
     );
+
+    // The payment service stays ready and one of the bookings is paid and confirmed.
+    let ready = stack
+        .http
+        .get(format!("{}/ready", stack.payment_url))
+        .send()
+        .await
+        .expect("payment /ready");
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "payment is ready with the broker down: {:?}",
+        ready.text().await
+    );
+    let paid_id = created.iter().next().expect("a booking").clone();
+    let (_, body) = stack
+        .gql(
+            Some(&token),
+            PAY,
+            json!({"b": paid_id, "m": "credit_card", "d": r#"{"card_number":"4111111111111111"}"#}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
+        "payments go on while the broker is down: {body}"
+    );
+    assert!(
+        !broker_reachable(&rabbit).await,
+        "the broker stayed down during the payment"
+    );
     drop(guard); // rabbit-start
     wait_broker(&rabbit, true).await;
 
     let mut seen = HashSet::new();
+    let mut payment_seen = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while seen.len() < created.len() && tokio::time::Instant::now() < deadline {
+    while (seen.len() < created.len() || !payment_seen) && tokio::time::Instant::now() < deadline {
         let Ok(conn) = moviebook_common::amqp::connect(&rabbit, "booking-outage-test").await else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
@@ -143,12 +176,17 @@ async fn broker_outage_during_a_burst_loses_no_event() {
                     {
                         seen.insert(id.to_owned());
                     }
+                    if v["event_type"] == "payment.success"
+                        && v["data"]["booking_id"] == paid_id.as_str()
+                    {
+                        payment_seen = true;
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => break,
             }
         }
-        if seen.len() < created.len() {
+        if seen.len() < created.len() || !payment_seen {
             tokio::time::sleep(Duration::from_millis(500)).await;
         } else {
             let _ = ch
@@ -161,5 +199,9 @@ async fn broker_outage_during_a_burst_loses_no_event() {
         let _ = conn.close(200, "bye".into()).await;
     }
     assert_eq!(seen, created, "every event arrived after the outage");
+    assert!(
+        payment_seen,
+        "the payment made during the outage published payment.success"
+    );
     stack.stop().await;
 }

@@ -20,6 +20,11 @@ pub const ADMIN_ROLE: &str = "admin";
 /// The role of tokens services mint for themselves (e.g. the booking sweeper refunding an
 /// expired booking has no user token to forward). `sub` is then the service name.
 pub const SERVICE_ROLE: &str = "service";
+/// The `sub` of the booking service's own tokens. Charging and refunding are internal steps of
+/// a booking, so the payment service accepts its writes from this identity alone (a user
+/// token, even an admin's, could otherwise choose the amount or refund a paid booking and keep
+/// its seats).
+pub const BOOKING_SERVICE: &str = "booking-service";
 
 /// The claims MovieBook puts in a token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,6 +51,13 @@ impl Claims {
 
     pub fn is_service(&self) -> bool {
         self.roles.iter().any(|r| r == SERVICE_ROLE)
+    }
+
+    /// Whether these claims are the named MovieBook service's own token (role `service` and
+    /// `sub` = the service name; users' subjects are UUIDs and the user service never grants
+    /// the `service` role).
+    pub fn is_service_named(&self, service: &str) -> bool {
+        self.is_service() && self.sub == service
     }
 
     /// Whether these claims may act on behalf of `user_id`: the user themself, an admin, or
@@ -379,5 +391,24 @@ mod tests {
         assert!(!c.may_act_for("user-2"));
         c.roles.push(ADMIN_ROLE.into());
         assert!(c.may_act_for("user-2"));
+    }
+
+    #[test]
+    fn only_the_named_service_is_that_service() {
+        let k = keys();
+        let booking = k
+            .verify(&k.issue_service_token(BOOKING_SERVICE).unwrap())
+            .unwrap();
+        assert!(booking.is_service_named(BOOKING_SERVICE));
+        let other = k
+            .verify(&k.issue_service_token("notification-service").unwrap())
+            .unwrap();
+        assert!(!other.is_service_named(BOOKING_SERVICE));
+        // A user whose subject happens to be the name, or an admin, is not the service.
+        let mut c = claims(60, "moviebook");
+        c.sub = BOOKING_SERVICE.into();
+        assert!(!c.is_service_named(BOOKING_SERVICE));
+        c.roles.push(ADMIN_ROLE.into());
+        assert!(!c.is_service_named(BOOKING_SERVICE));
     }
 }

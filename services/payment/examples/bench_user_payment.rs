@@ -237,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
 
     let user_id_ref = &user_id;
     let suffix = &db_suffix;
+    // Payments are written by the booking service only: the benchmark charges as it does.
+    let service_token = keys.issue_service_token(moviebook_common::auth::BOOKING_SERVICE)?;
+    let token_ref = &service_token;
     phase("POST /payments", 3000, 32, |i| async move {
         http_ref
             .post(format!("{pay_ref}/payments"))

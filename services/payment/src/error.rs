@@ -17,8 +17,12 @@ pub enum ApiError {
     Invalid(Invalid),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("you may only pay for or read your own payments")]
+    #[error("you may only read your own payments")]
     Forbidden,
+    #[error(
+        "payments and refunds are made by the booking service only; cancel the booking to get your money back"
+    )]
+    InternalOnly,
     #[error("transaction not found")]
     TransactionNotFound,
     #[error("this Idempotency-Key was already used for a different request")]
@@ -40,7 +44,7 @@ impl ApiError {
             Self::Invalid(i) => (StatusCode::UNPROCESSABLE_ENTITY, i.code),
             Self::Auth(AuthError::Issue(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             Self::Auth(e) => (StatusCode::UNAUTHORIZED, e.code()),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            Self::Forbidden | Self::InternalOnly => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::TransactionNotFound => (StatusCode::NOT_FOUND, "TRANSACTION_NOT_FOUND"),
             Self::IdempotencyKeyReused => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_REUSED"),
             Self::NotRefundable(_) => (StatusCode::CONFLICT, "NOT_REFUNDABLE"),

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    extract::{FromRequestParts, Path, State},
+    http::{HeaderMap, StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
-use moviebook_common::{auth::Authenticated, error::ApiJson};
+use moviebook_common::{
+    auth::{Authenticated, BOOKING_SERVICE, Claims},
+    error::ApiJson,
+};
 use serde::Serialize;
 
 use crate::{
@@ -150,6 +153,26 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     Ok(Some(v.to_owned()))
 }
 
+/// A caller that is the booking service itself. Payments and refunds are steps of a booking:
+/// the amount is the booking's and money goes back only through `cancelBooking`, so no user
+/// token (an admin's included) may write here. Checked before the body is read, so a user
+/// gets 403 whatever it sends.
+#[derive(Debug, Clone)]
+pub struct BookingService(pub Claims);
+
+impl FromRequestParts<AppState> for BookingService {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
+        if claims.is_service_named(BOOKING_SERVICE) {
+            Ok(Self(claims))
+        } else {
+            Err(ApiError::InternalOnly)
+        }
+    }
+}
+
 /// Jittered pause before the next attempt of a contended write.
 async fn backoff(attempt: u32) {
     let base = 2u64.saturating_pow(attempt.min(6)).saturating_mul(3);
@@ -165,17 +188,15 @@ fn replayed<T: Serialize>(body: T) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
-/// `POST /payments`: 201 when this request charged, 200 when it replays an earlier one.
+/// `POST /payments` (booking service only): 201 when this request charged, 200 when it
+/// replays an earlier one.
 pub async fn create_payment(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    _caller: BookingService,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PaymentRequest>,
 ) -> Result<Response, ApiError> {
     let payment = domain::validate_payment(&req)?;
-    if !claims.may_act_for(&payment.user_id) {
-        return Err(ApiError::Forbidden);
-    }
     let key = idempotency_key(&headers)?.unwrap_or_else(|| payment.booking_id.clone());
     let fingerprint = payment.fingerprint();
     // Chaos is rolled once per request; whoever wins the key decides the stored outcome.
@@ -284,10 +305,11 @@ pub async fn payments_of_booking(
     ))
 }
 
-/// `POST /refunds`: 201 when this request refunded, 200 when it replays an earlier refund.
+/// `POST /refunds` (booking service only): 201 when this request refunded, 200 when it
+/// replays an earlier refund.
 pub async fn create_refund(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    _caller: BookingService,
     headers: HeaderMap,
     ApiJson(req): ApiJson<RefundRequest>,
 ) -> Result<Response, ApiError> {
@@ -301,9 +323,6 @@ pub async fn create_refund(
             .by_id(req.transaction_id.trim())
             .await?
             .ok_or(ApiError::TransactionNotFound)?;
-        if !claims.may_act_for(&tx.user_id) {
-            return Err(ApiError::Forbidden);
-        }
         if let Some(existing) = state.store.refund_by_key(&tx.id, &key).await? {
             if existing.fingerprint != fingerprint {
                 return Err(ApiError::IdempotencyKeyReused);

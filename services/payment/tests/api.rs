@@ -84,6 +84,13 @@ impl TestApp {
         Self::keys().issue(user, None, &[]).unwrap()
     }
 
+    /// The booking service's own token: the only identity allowed to write.
+    fn booking_service() -> String {
+        Self::keys()
+            .issue_service_token(moviebook_common::auth::BOOKING_SERVICE)
+            .unwrap()
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -182,11 +189,9 @@ async fn pay_replay_and_read_back() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
     let token = TestApp::token(&user);
+    let svc = TestApp::booking_service();
     let (s, tx) = app
-        .pay(
-            &token,
-            payment(&booking, &user, Some("4111 1111 1111 1111")),
-        )
+        .pay(&svc, payment(&booking, &user, Some("4111 1111 1111 1111")))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{tx}");
     assert_eq!(tx["status"], "SUCCESS");
@@ -203,7 +208,7 @@ async fn pay_replay_and_read_back() {
 
     // A retry (same body, key defaults to the booking id) replays with 200.
     let (s, again) = app
-        .pay(&token, payment(&booking, &user, Some("4111111111111111")))
+        .pay(&svc, payment(&booking, &user, Some("4111111111111111")))
         .await;
     assert_eq!(s, StatusCode::OK, "{again}");
     assert_eq!(again["transaction_id"], id.as_str());
@@ -247,7 +252,7 @@ async fn pay_replay_and_read_back() {
 async fn test_cards_decide_the_outcome() {
     let app = TestApp::spawn().await;
     let user = uuid::Uuid::new_v4().to_string();
-    let token = TestApp::token(&user);
+    let token = TestApp::booking_service();
     let cases = [
         (Some("4242424242424242"), "SUCCESS", None),
         (None, "SUCCESS", None),
@@ -298,7 +303,8 @@ async fn test_cards_decide_the_outcome() {
 async fn invalid_input_and_auth_errors() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
-    let token = TestApp::token(&user);
+    let token = TestApp::booking_service();
+    let reader = TestApp::token(&user);
     let mut cases = Vec::new();
     for (field, value, expected) in [
         ("amount", json!(0), "INVALID_AMOUNT"),
@@ -331,7 +337,8 @@ async fn invalid_input_and_auth_errors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    // Auth: none, tampered, someone else's user id, someone else's transaction.
+    // Auth: none, tampered, a user (even for their own booking), an admin, another service,
+    // someone else's transaction.
     let (s, _) = app
         .send(
             reqwest::Method::POST,
@@ -347,17 +354,40 @@ async fn invalid_input_and_auth_errors() {
     let (s, _) = app.pay(&tampered, payment(&booking, &user, None)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let mallory = TestApp::token("mallory");
-    let (s, body) = app.pay(&mallory, payment(&booking, &user, None)).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    assert_eq!(code(&body), "FORBIDDEN");
-
-    // A service token may pay for anyone.
-    let service = TestApp::keys()
-        .issue_service_token("booking-service")
+    let admin = TestApp::keys()
+        .issue(&user, None, &["admin".to_owned()])
         .unwrap();
-    let (s, tx) = app.pay(&service, payment(&booking, &user, None)).await;
+    let notifier = TestApp::keys()
+        .issue_service_token("notification-service")
+        .unwrap();
+    for who in [&mallory, &reader, &admin, &notifier] {
+        let (s, body) = app.pay(who, payment(&booking, &user, None)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(code(&body), "FORBIDDEN");
+        // Refused before the body is read: even garbage gets 403, not 4xx about the body.
+        let (s, _) = app
+            .send(
+                reqwest::Method::POST,
+                "/refunds",
+                Some(who),
+                None,
+                Some(json!(1)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        app.count("transactions", doc! {}).await,
+        0,
+        "nothing charged"
+    );
+
+    // The booking service pays; the user reads their own payment, nobody else does.
+    let (s, tx) = app.pay(&token, payment(&booking, &user, None)).await;
     assert_eq!(s, StatusCode::CREATED, "{tx}");
     let id = tx["transaction_id"].as_str().unwrap();
+    let (s, read) = app.get(&format!("/payments/{id}"), &reader).await;
+    assert_eq!(s, StatusCode::OK, "{read}");
     let (s, _) = app.get(&format!("/payments/{id}"), &mallory).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, list) = app
@@ -365,14 +395,23 @@ async fn invalid_input_and_auth_errors() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list, json!([]));
-    let (s, body) = app.get("/payments/does-not-exist", &token).await;
+    let (s, list) = app
+        .get(&format!("/payments/booking/{booking}"), &reader)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let (s, body) = app.get("/payments/does-not-exist", &reader).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(code(&body), "TRANSACTION_NOT_FOUND");
     let (s, body) = app.refund(&token, json!({"transaction_id": "nope"})).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(code(&body), "TRANSACTION_NOT_FOUND");
-    let (s, _) = app.refund(&mallory, json!({"transaction_id": id})).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    // The owner cannot refund their own payment directly (that is cancelBooking's job).
+    for who in [&mallory, &reader, &admin] {
+        let (s, _) = app.refund(who, json!({"transaction_id": id})).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(app.count("refunds", doc! {}).await, 0, "nothing refunded");
     app.cleanup().await;
 }
 
@@ -380,7 +419,7 @@ async fn invalid_input_and_auth_errors() {
 async fn idempotency_keys() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
-    let token = TestApp::token(&user);
+    let token = TestApp::booking_service();
     let (s, declined) = app
         .pay(&token, payment(&booking, &user, Some("4000000000000002")))
         .await;
@@ -442,7 +481,7 @@ async fn idempotency_keys() {
 async fn fifty_concurrent_identical_payments_give_one_transaction() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
-    let token = TestApp::token(&user);
+    let token = TestApp::booking_service();
     let results = futures::future::join_all((0..50).map(|_| {
         let (app, token) = (&app, &token);
         let body = payment(&booking, &user, Some("4111111111111111"));
@@ -475,7 +514,7 @@ async fn fifty_concurrent_identical_payments_give_one_transaction() {
 async fn refunds_are_idempotent_and_bounded() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
-    let token = TestApp::token(&user);
+    let token = TestApp::booking_service();
     let (_, tx) = app.pay(&token, payment(&booking, &user, None)).await;
     let id = tx["transaction_id"].as_str().unwrap().to_owned();
 
@@ -561,7 +600,7 @@ async fn chaos_rate_fails_approved_payments() {
     let app = TestApp::spawn_with_failure_rate(1.0).await;
     let (booking, user) = ids();
     let (s, tx) = app
-        .pay(&TestApp::token(&user), payment(&booking, &user, None))
+        .pay(&TestApp::booking_service(), payment(&booking, &user, None))
         .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(tx["status"], "FAILED");
@@ -612,7 +651,7 @@ async fn events_arrive_on_a_bound_queue_with_the_design_envelope() {
 
     let app = TestApp::spawn().await;
     let user = uuid::Uuid::new_v4().to_string();
-    let token = TestApp::token(&user);
+    let token = TestApp::booking_service();
     let (ok_booking, bad_booking) = ids();
     let (_, ok) = app
         .pay(
