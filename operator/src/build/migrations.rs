@@ -159,6 +159,7 @@ pub fn job(
 }
 
 /// What a one-shot Job of a service runs.
+#[derive(Debug, Clone, Copy)]
 pub struct OneShot<'a> {
     pub name: &'a str,
     pub image: &'a str,
