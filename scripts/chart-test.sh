@@ -371,9 +371,14 @@ for s in c["services"]:
     for r in s.get("routes", []):
         routes[r["name"]] = (s["name"], r, {p["name"]: p.get("config", {}) for p in r.get("plugins", [])})
 def find(path, method="GET"):
-    hits = [(n, v) for n, v in routes.items() if path in v[1].get("paths", []) and method in v[1].get("methods", [method])]
+    # the route Kong picks: the most matching fields first, then the longest path prefix (so a
+    # catch-all with paths and methods would shadow a route with paths alone)
+    hits = [(n, v) for n, v in routes.items()
+            if any(path.startswith(p) for p in v[1].get("paths", [])) and method in v[1].get("methods", [method])]
     assert hits, f"no route for {method} {path}"
-    return hits[0]
+    weight = lambda r: (sum(1 for f in ("paths", "methods", "hosts", "headers") if r.get(f)),
+                        max(len(p) for p in r["paths"] if path.startswith(p)))
+    return max(hits, key=lambda h: weight(h[1][1]))
 for p in ("/api/v1/register", "/api/v1/login"):
     n, (_, _, plugins) = find(p, "POST")
     assert "jwt" not in plugins, f"{p} must be public (route {n})"

@@ -153,7 +153,7 @@ install() {
 }
 install
 [[ $(k get deploy "$REL-moviebook-operator" -o 'jsonpath={.status.readyReplicas}') == 1 ]] || fail "the operator pod is not Ready"
-ok "operator pod Ready ($(k get pods -l app.kubernetes.io/name=moviebook -o name | head -1))"
+ok "operator pod Ready ($(k get pods -l "app.kubernetes.io/name=moviebook-operator,app.kubernetes.io/instance=$REL" -o name | head -1))"
 scripts/cluster.sh wait-ready "$NS" "$SYS" 900 || fail "$SYS did not become Ready"
 ok "MovieBookingSystem $SYS Ready after $((SECONDS - T0))s: $(mbs '{.status.readyComponents}')"
 for s in postgres mongodb redis rabbitmq; do

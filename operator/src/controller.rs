@@ -324,7 +324,7 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
         let node_port = observed
             .services
             .iter()
-            .find(|s| s.name_any() == build::gateway::name(&inst))
+            .find(|s| s.name_any() == build::gateway::endpoint_service_name(&mbs.spec, &inst))
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.ports.as_ref())
             .and_then(|p| p.first())
@@ -343,25 +343,36 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
 
     // A failed migration Job is retried once the spec moved past the generation that
     // created it: delete it now, the next reconcile (triggered by the deletion) recreates it.
-    for plan in desired.plans.values() {
-        if plan.migration == MigrationState::Failed {
-            let created = res
-                .jobs
-                .get(&plan.job_name)
-                .and_then(|j| j.generation)
-                .unwrap_or(0);
-            if created < inst.generation {
-                info!(job = %plan.job_name, "retrying failed migration after a spec change");
-                apply::delete::<Job>(client, &ns, &plan.job_name).await?;
-                publish(
-                    &ctx,
-                    &mbs,
-                    EventType::Normal,
-                    "MigrationRetried",
-                    format!("deleted failed Job {} to retry it", plan.job_name),
-                )
-                .await;
-            }
+    // The sample-data Job is retried the same way.
+    let failed_jobs = desired
+        .plans
+        .values()
+        .filter(|p| p.migration == MigrationState::Failed)
+        .map(|p| (p.job_name.as_str(), "MigrationRetried"))
+        .chain(
+            desired
+                .sample
+                .iter()
+                .filter(|p| p.state == MigrationState::Failed)
+                .map(|p| (p.job_name.as_str(), "SampleDataRetried")),
+        );
+    for (job_name, reason) in failed_jobs {
+        let created = res
+            .jobs
+            .get(job_name)
+            .and_then(|j| j.generation)
+            .unwrap_or(0);
+        if created < inst.generation {
+            info!(job = %job_name, "retrying a failed Job after a spec change");
+            apply::delete::<Job>(client, &ns, job_name).await?;
+            publish(
+                &ctx,
+                &mbs,
+                EventType::Normal,
+                reason,
+                format!("deleted failed Job {job_name} to retry it"),
+            )
+            .await;
         }
     }
 
@@ -409,6 +420,7 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
         .plans
         .values()
         .map(|p| p.job_name.as_str())
+        .chain(desired.sample.iter().map(|p| p.job_name.as_str()))
         .collect();
     let stale_jobs: Vec<Job> = observed
         .jobs
@@ -538,6 +550,7 @@ fn compute_status(
         deployments,
         stateful_sets,
         plans: &desired.plans,
+        sample: desired.sample.as_ref(),
         lb_address,
         node_port,
         namespace: &inst.namespace,

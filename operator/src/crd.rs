@@ -88,8 +88,10 @@ pub struct MovieBookingSystemSpec {
     #[serde(default)]
     pub postgres: StoreSpec,
 
-    /// MongoDB (used by user, payment, booking and notification). A managed MongoDB runs as a
-    /// single-member replica set so that multi-document transactions work.
+    /// MongoDB (used by user, payment, booking and notification, each in its own database
+    /// `moviebook_<service>`). A managed MongoDB runs as a single-member replica set so that
+    /// multi-document transactions work (`managed.topology: Standalone` for servers that are
+    /// their own replica set).
     #[serde(default)]
     pub mongodb: StoreSpec,
 
@@ -118,6 +120,12 @@ pub struct MovieBookingSystemSpec {
     /// when this resource is deleted.
     #[serde(default)]
     pub data_on_delete: DataOnDelete,
+
+    /// Loads the sample catalogue (cinemas, screens, movies, a week of showtimes) with a Job
+    /// running `cinema-service seed` after cinema's migration; idempotent, so it runs again
+    /// harmlessly for each new version (adding the new days' showtimes).
+    #[serde(default)]
+    pub sample_data: bool,
 
     /// Log filter passed to every service as `RUST_LOG`.
     #[serde(default = "default_log_level")]
@@ -220,11 +228,66 @@ fn default_cpu_target() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
+    /// What users reach the services through: `Kong` (default) runs Kong with the rendered
+    /// declarative config; `Ingress` creates an Ingress (with `ingress.className`) that routes
+    /// the public paths straight to the services, for a cluster that already runs an ingress
+    /// controller (Kong's included); `None` only exposes the public Services (see `direct`).
+    #[serde(default, rename = "type")]
+    pub type_: GatewayType,
     #[serde(default)]
     pub kong: KongSpec,
-    /// An Ingress pointing at Kong, for clusters that have an ingress controller.
+    /// With `type: Kong`, an Ingress pointing at Kong (for clusters that have an ingress
+    /// controller); with `type: Ingress`, the Ingress routing straight to the services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// The public Services of `type: Ingress` and `type: None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectSpec>,
+}
+
+/// Which gateway fronts the services.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum GatewayType {
+    /// Kong in DB-less mode (rate limit, JWT checks at the edge, CORS).
+    #[default]
+    Kong,
+    /// An Ingress of the cluster's ingress controller routes the public paths to the services.
+    Ingress,
+    /// No gateway: the public Services `<name>-public-{graphql,user,catalogue}` only.
+    None,
+}
+
+/// The public Services created without Kong: `<name>-public-graphql` (booking's GraphQL),
+/// `<name>-public-user` (register, login, profile) and `<name>-public-catalogue` (cinema's
+/// REST catalogue). The services check tokens themselves; Kong's rate limit and CORS are absent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.nodePorts) || !has(self.serviceType) || self.serviceType != 'ClusterIP'").message("gateway.direct.nodePorts needs serviceType NodePort or LoadBalancer"))]
+pub struct DirectSpec {
+    /// Type of the public Services: NodePort by default with `type: None`, ClusterIP with
+    /// `type: Ingress` (the ingress controller reaches them inside the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<GatewayServiceType>,
+    /// Fixed node ports (NodePort/LoadBalancer); Kubernetes picks free ones when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ports: Option<DirectNodePorts>,
+}
+
+/// Fixed node ports of the public Services.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectNodePorts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub graphql: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub user: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub catalogue: Option<i32>,
 }
 
 /// Kong in DB-less mode, configured from a declarative config the operator renders.
@@ -303,11 +366,11 @@ impl GatewayServiceType {
     }
 }
 
-/// An Ingress in front of Kong.
+/// An Ingress: in front of Kong (`type: Kong`) or routing to the services (`type: Ingress`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
-    /// Host name routed to Kong; all hosts when absent.
+    /// Host name routed; all hosts when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// IngressClass to use; the cluster default when absent.
@@ -353,6 +416,22 @@ pub struct ManagedStore {
     pub storage_class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// MongoDB only: `ReplicaSet` (default) runs `mongod --replSet` and initiates a
+    /// single-member replica set (multi-document transactions need one); `Standalone` runs the
+    /// server as it is (no `--replSet`, TCP probes, `directConnection=true` in the URLs), for
+    /// MongoDB-compatible servers that are their own replica set or cannot be initiated as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<MongoTopology>,
+}
+
+/// How a managed MongoDB runs.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum MongoTopology {
+    #[default]
+    ReplicaSet,
+    Standalone,
 }
 
 /// A store outside the cluster (or run by someone else): a Secret holds its URL.

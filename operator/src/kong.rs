@@ -11,6 +11,13 @@
 //! - `/graphql` goes through the jwt plugin with an anonymous consumer, so browsing the
 //!   catalogue stays public while a valid token identifies the user (booking checks tokens on
 //!   mutations itself).
+//! - `GET /` (any path no other route takes) is the storefront booking serves, public.
+//!
+//! Every route lists its methods. Kong's router tries the routes with the most matching fields
+//! first and only then prefers the longest path, so a `paths` + `methods` catch-all on `/`
+//! would shadow every route that has `paths` alone (`GET /api/v1/profile` would reach the
+//! storefront, past the JWT check). With the same fields on every route, the longest path
+//! prefix decides.
 //! - global plugins: CORS, rate limiting per client IP (policy `local`, no shared store needed),
 //!   a correlation id and JSON access logs on stdout.
 //!
@@ -26,6 +33,9 @@ use crate::crd::MovieBookingSystemSpec;
 pub const USERS_CONSUMER: &str = "moviebook-users";
 /// Consumer Kong assigns to requests without a token on routes that allow them.
 pub const ANONYMOUS_CONSUMER: &str = "anonymous";
+/// The methods of a route that takes any method a client sends through the gateway: named so
+/// that every route has the same matching fields (see the module docs).
+pub const ANY_METHOD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// Catalogue collections served by cinema.
 pub const CATALOGUE: [&str; 4] = ["movies", "showtimes", "cinemas", "screens"];
 
@@ -54,6 +64,7 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
     let catalogue_paths: Vec<String> = CATALOGUE.iter().map(|c| format!("/api/v1/{c}")).collect();
     let read = json!(["GET", "HEAD", "OPTIONS"]);
     let write = json!(["POST", "PUT", "PATCH", "DELETE"]);
+    let any = json!(ANY_METHOD);
     json!({
         "_format_version": "3.0",
         "_transform": true,
@@ -62,9 +73,10 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
                 "name": "user-service",
                 "url": upstream(ServiceKind::User, ""),
                 "routes": [
-                    {"name": "user-public", "paths": ["/api/v1/register", "/api/v1/login"], "strip_path": false},
-                    {"name": "user-protected", "paths": ["/api/v1/users", "/api/v1/profile"], "strip_path": false,
-                     "plugins": [jwt(false)]},
+                    {"name": "user-public", "paths": ["/api/v1/register", "/api/v1/login"], "methods": any,
+                     "strip_path": false},
+                    {"name": "user-protected", "paths": ["/api/v1/users", "/api/v1/profile"], "methods": any,
+                     "strip_path": false, "plugins": [jwt(false)]},
                 ],
             },
             {
@@ -88,7 +100,11 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
                 "name": "booking-service",
                 "url": upstream(ServiceKind::Booking, ""),
                 "routes": [
-                    {"name": "graphql", "paths": ["/graphql"], "strip_path": false, "plugins": [jwt(true)]},
+                    {"name": "graphql", "paths": ["/graphql"], "methods": any, "strip_path": false,
+                     "plugins": [jwt(true)]},
+                    // the storefront booking serves (page, assets); every route has paths and
+                    // methods, so the longest prefix wins and every other route keeps its own
+                    {"name": "storefront", "paths": ["/"], "methods": ["GET", "HEAD"], "strip_path": false},
                 ],
             },
         ],
@@ -208,6 +224,15 @@ mod tests {
     }
 
     #[test]
+    fn the_storefront_is_a_public_read_only_catch_all_on_booking() {
+        let v = config(&sample().spec, &instance(), "s3cret");
+        let r = route(&v, "booking-service", "storefront");
+        assert_eq!(r["paths"], serde_json::json!(["/"]));
+        assert_eq!(r["methods"], serde_json::json!(["GET", "HEAD"]));
+        assert!(plugins(r).is_empty());
+    }
+
+    #[test]
     fn jwt_credential_key_is_the_issuer() {
         let mut mbs = sample();
         mbs.spec.auth.jwt_issuer = "tickets".into();
@@ -237,8 +262,9 @@ mod tests {
         );
     }
 
-    /// The routes Kong would pick for `method path`: a path prefix match and, when the route
-    /// lists methods, the method among them (Kong's router rules for these fields).
+    /// The routes that match `method path`: a path prefix match and, when the route lists
+    /// methods, the method among them (Kong's router rules for these fields). [`picked`] says
+    /// which of them Kong uses.
     fn routed<'a>(v: &'a Value, method: &str, path: &str) -> Vec<&'a str> {
         let mut hits = Vec::new();
         for s in v["services"].as_array().expect("services") {
@@ -259,6 +285,98 @@ mod tests {
         hits
     }
 
+    /// The route Kong picks for `method path` among those [`routed`] lists, as `(service,
+    /// route)`: the most matching fields first (Kong's `match_weight`), then the longest path
+    /// prefix (plain paths; none of these are regexes).
+    fn picked<'a>(v: &'a Value, method: &str, path: &str) -> Option<(&'a str, &'a str)> {
+        let fields = |r: &Value| {
+            ["paths", "methods", "hosts", "headers"]
+                .iter()
+                .filter(|f| !r[**f].is_null())
+                .count()
+        };
+        let longest = |r: &Value| {
+            r["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|p| path.starts_with(p))
+                .map(str::len)
+                .max()
+                .unwrap_or(0)
+        };
+        let names = routed(v, method, path);
+        v["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .flat_map(|s| {
+                s["routes"]
+                    .as_array()
+                    .expect("routes")
+                    .iter()
+                    .map(move |r| (s, r))
+            })
+            .filter(|(_, r)| names.contains(&r["name"].as_str().unwrap_or_default()))
+            .max_by_key(|(_, r)| (fields(r), longest(r)))
+            .map(|(s, r)| {
+                (
+                    s["name"].as_str().unwrap_or_default(),
+                    r["name"].as_str().unwrap_or_default(),
+                )
+            })
+    }
+
+    #[test]
+    fn every_path_reaches_its_own_route_past_the_storefront_catch_all() {
+        let v = config(&sample().spec, &instance(), "s");
+        for r in v["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .flat_map(|s| s["routes"].as_array().expect("routes"))
+        {
+            assert!(r["methods"].is_array(), "{} lists no methods", r["name"]);
+        }
+        for (method, path, want) in [
+            ("GET", "/api/v1/profile", ("user-service", "user-protected")),
+            (
+                "GET",
+                "/api/v1/users/u1",
+                ("user-service", "user-protected"),
+            ),
+            ("POST", "/api/v1/login", ("user-service", "user-public")),
+            (
+                "OPTIONS",
+                "/api/v1/register",
+                ("user-service", "user-public"),
+            ),
+            (
+                "GET",
+                "/api/v1/movies",
+                ("cinema-service", "catalogue-read"),
+            ),
+            (
+                "POST",
+                "/api/v1/movies",
+                ("cinema-service", "catalogue-write"),
+            ),
+            (
+                "GET",
+                "/api/v1/payments/p1",
+                ("payment-service", "payments"),
+            ),
+            ("GET", "/graphql", ("booking-service", "graphql")),
+            ("POST", "/graphql", ("booking-service", "graphql")),
+            ("GET", "/", ("booking-service", "storefront")),
+            ("GET", "/assets/app.js", ("booking-service", "storefront")),
+        ] {
+            assert_eq!(picked(&v, method, path), Some(want), "{method} {path}");
+        }
+        assert_eq!(picked(&v, "POST", "/"), None, "the storefront is read-only");
+    }
+
     #[test]
     fn no_payment_or_refund_write_is_routed_reads_need_a_token() {
         let v = config(&sample().spec, &instance(), "s");
@@ -277,8 +395,12 @@ mod tests {
                 );
             }
         }
-        assert!(routed(&v, "GET", "/api/v1/refunds").is_empty());
-        assert_eq!(routed(&v, "GET", "/api/v1/payments/t1"), ["payments"]);
+        // a refund read finds no payment route: only the storefront's catch-all (booking)
+        assert_eq!(routed(&v, "GET", "/api/v1/refunds"), ["storefront"]);
+        assert_eq!(
+            picked(&v, "GET", "/api/v1/payments/t1"),
+            Some(("payment-service", "payments"))
+        );
         assert_eq!(plugins(route(&v, "payment-service", "payments")), ["jwt"]);
     }
 

@@ -40,6 +40,7 @@ pub mod error;
 pub mod kong;
 pub mod leader;
 pub mod metrics;
+pub mod render;
 pub mod status;
 pub mod validate;
 

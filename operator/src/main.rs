@@ -1,4 +1,5 @@
-//! `moviebook-operator`: runs the operator (default) or prints the CRD (`crdgen`).
+//! `moviebook-operator`: runs the operator (default), prints the CRD (`crdgen`) or every object
+//! it would create for a MovieBookingSystem file (`render FILE`, no cluster needed).
 //!
 //! Configuration (environment):
 //! - `PORT` (8080): HTTP port of `/health`, `/ready` and `/metrics`.
@@ -18,9 +19,11 @@ use moviebook_operator::{controller, crd, leader, metrics};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-const USAGE: &str = "usage: moviebook-operator [run|crdgen|help]
+const USAGE: &str = "usage: moviebook-operator [run|crdgen|render FILE [NAMESPACE]|help]
   run      run the operator (default)
-  crdgen   print the MovieBookingSystem CRD as YAML (kubectl apply -f -)";
+  crdgen   print the MovieBookingSystem CRD as YAML (kubectl apply -f -)
+  render   print every object the operator would create for the MovieBookingSystems in FILE
+           (- for stdin), in NAMESPACE (default: `default`) where they name none; no cluster";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -43,6 +46,23 @@ async fn main() -> anyhow::Result<()> {
         None | Some("run") => run().await,
         Some("crdgen") => {
             print!("{}", crd::crd_yaml().context("rendering the CRD")?);
+            Ok(())
+        }
+        Some("render") => {
+            let file = std::env::args()
+                .nth(2)
+                .ok_or_else(|| anyhow::anyhow!("render needs a FILE\n{USAGE}"))?;
+            let namespace = std::env::args().nth(3).unwrap_or_else(|| "default".into());
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?
+            };
+            print!(
+                "{}",
+                moviebook_operator::render::render(&text, &namespace)
+                    .with_context(|| format!("rendering {file}"))?
+            );
             Ok(())
         }
         Some("help" | "--help" | "-h") => {

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::build::sample::SamplePlan;
 use crate::build::{ServiceKind, ServicePlan, StoreKind, gateway};
 use crate::crd::{
-    ComponentStatus, Endpoints, MigrationState, MigrationStatus, MovieBookingSystemSpec,
-    MovieBookingSystemStatus, Phase,
+    ComponentStatus, Endpoints, GatewayType, MigrationState, MigrationStatus,
+    MovieBookingSystemSpec, MovieBookingSystemStatus, Phase,
 };
 
 pub const READY: &str = "Ready";
@@ -18,6 +19,8 @@ pub const DATABASES_READY: &str = "DatabasesReady";
 pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
 pub const SERVICES_READY: &str = "ServicesReady";
 pub const GATEWAY_READY: &str = "GatewayReady";
+/// Only with `spec.sampleData`: the sample catalogue is loaded.
+pub const SAMPLE_DATA_LOADED: &str = "SampleDataLoaded";
 
 /// What the status is computed from.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct Observation<'a> {
     /// The managed stores' StatefulSets as stored.
     pub stateful_sets: &'a [StatefulSet],
     pub plans: &'a BTreeMap<ServiceKind, ServicePlan>,
+    /// The sample-data Job, when `sampleData` is on.
+    pub sample: Option<&'a SamplePlan>,
     /// Address of the gateway's load balancer, when it has one.
     pub lb_address: Option<String>,
     /// Node port Kubernetes allocated to the gateway Service.
@@ -167,26 +172,31 @@ pub fn compute(
         components.insert(svc.name().to_string(), status);
     }
 
-    // gateway
-    total += 1;
-    let kong = find(obs.deployments, &child(gateway::COMPONENT));
-    let gateway_ok = kong.is_some_and(|d| deployment_ready(d, desired_replicas(d)));
-    if gateway_ok {
-        ready += 1;
+    // gateway: only Kong is a component of ours; an Ingress is served by the cluster's
+    // controller and the public Services need nothing to be ready but the services.
+    let kong_gateway = spec.gateway.type_ == GatewayType::Kong;
+    let mut gateway_ok = true;
+    if kong_gateway {
+        total += 1;
+        let kong = find(obs.deployments, &child(gateway::COMPONENT));
+        gateway_ok = kong.is_some_and(|d| deployment_ready(d, desired_replicas(d)));
+        if gateway_ok {
+            ready += 1;
+        }
+        components.insert(
+            gateway::COMPONENT.to_string(),
+            ComponentStatus {
+                ready_replicas: kong
+                    .and_then(|d| d.status.as_ref())
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                desired_replicas: kong
+                    .map(desired_replicas)
+                    .unwrap_or(spec.gateway.kong.replicas),
+                image: kong.and_then(image_of),
+            },
+        );
     }
-    components.insert(
-        gateway::COMPONENT.to_string(),
-        ComponentStatus {
-            ready_replicas: kong
-                .and_then(|d| d.status.as_ref())
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-            desired_replicas: kong
-                .map(desired_replicas)
-                .unwrap_or(spec.gateway.kong.replicas),
-            image: kong.and_then(image_of),
-        },
-    );
 
     // conditions
     let mut conds: Vec<(&str, bool, String, String)> = Vec::new();
@@ -273,21 +283,66 @@ pub fn compute(
             format!("not ready: {}", services_waiting.join(", ")),
         )
     });
-    conds.push(if gateway_ok {
-        (
+    conds.push(match (spec.gateway.type_, gateway_ok) {
+        (GatewayType::Kong, true) => (
             GATEWAY_READY,
             true,
             "KongReady".into(),
             "Kong is serving".into(),
-        )
-    } else {
-        (
+        ),
+        (GatewayType::Kong, false) => (
             GATEWAY_READY,
             false,
             "KongNotReady".into(),
             "Kong has no ready pod yet".into(),
-        )
+        ),
+        (GatewayType::Ingress, _) => (
+            GATEWAY_READY,
+            true,
+            "IngressApplied".into(),
+            "the Ingress routes the public paths to the services".into(),
+        ),
+        (GatewayType::None, _) => (
+            GATEWAY_READY,
+            true,
+            "PublicServices".into(),
+            "no gateway: the public Services expose the services".into(),
+        ),
     });
+    let sample_failed = obs
+        .sample
+        .is_some_and(|p| p.state == MigrationState::Failed);
+    if let Some(p) = obs.sample {
+        conds.push(match p.state {
+            MigrationState::Succeeded => (
+                SAMPLE_DATA_LOADED,
+                true,
+                "SampleDataLoaded".into(),
+                format!("Job {} loaded the sample catalogue", p.job_name),
+            ),
+            MigrationState::Failed => (
+                SAMPLE_DATA_LOADED,
+                false,
+                "SampleDataFailed".into(),
+                format!(
+                    "Job {} failed; fix the cause and change the spec to retry",
+                    p.job_name
+                ),
+            ),
+            MigrationState::Running => (
+                SAMPLE_DATA_LOADED,
+                false,
+                "SampleDataLoading".into(),
+                format!("running Job {}", p.job_name),
+            ),
+            MigrationState::Waiting | MigrationState::Skipped => (
+                SAMPLE_DATA_LOADED,
+                false,
+                "WaitingForMigration".into(),
+                "waiting for cinema's migration".into(),
+            ),
+        });
+    }
     let all_ok = conds.iter().all(|c| c.1);
     let ready_cond = if let Some(msg) = &obs.invalid {
         (READY, false, "InvalidSpec".to_string(), msg.clone())
@@ -303,6 +358,13 @@ pub fn compute(
             READY,
             false,
             "MigrationFailed".into(),
+            format!("{ready}/{total} components ready"),
+        )
+    } else if sample_failed {
+        (
+            READY,
+            false,
+            "SampleDataFailed".into(),
             format!("{ready}/{total} components ready"),
         )
     } else {
@@ -337,7 +399,7 @@ pub fn compute(
         Phase::Failed
     } else if obs.paused {
         Phase::Paused
-    } else if !failed.is_empty() {
+    } else if !failed.is_empty() || sample_failed {
         Phase::Failed
     } else if all_ok {
         Phase::Ready
@@ -356,7 +418,8 @@ pub fn compute(
         migrations,
         endpoints: Some(Endpoints {
             graphql: Some(graphql),
-            gateway: Some(format!("http://{}", inst_dns(&child(gateway::COMPONENT)))),
+            gateway: kong_gateway
+                .then(|| format!("http://{}", inst_dns(&child(gateway::COMPONENT)))),
         }),
     }
 }
@@ -475,6 +538,7 @@ mod tests {
             deployments: deps,
             stateful_sets: sts,
             plans: &d.plans,
+            sample: d.sample.as_ref(),
             lb_address: None,
             node_port: None,
             namespace: "shop",
@@ -516,6 +580,64 @@ mod tests {
             compute(&mbs.spec, &obs(&d, &deps, &sts), Some(&s), &later),
             s
         );
+    }
+
+    #[test]
+    fn without_kong_there_is_no_gateway_to_wait_for_but_the_sample_data() {
+        let mut mbs = sample();
+        mbs.spec.gateway.type_ = GatewayType::None;
+        mbs.spec.sample_data = true;
+        let res = succeeded(&mbs);
+        let d = build::build(&mbs.spec, &instance(), &res);
+        assert!(d.gateway_deployments.is_empty() && d.gateway_secrets.is_empty());
+        let (deps, sts) = ready_objects(&d);
+        let s = compute(&mbs.spec, &obs(&d, &deps, &sts), None, &now());
+        let c = |s: &MovieBookingSystemStatus, t: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+                .expect("cond")
+        };
+        assert_eq!(
+            c(&s, GATEWAY_READY),
+            ("True".into(), "PublicServices".into())
+        );
+        assert_eq!(
+            c(&s, SAMPLE_DATA_LOADED),
+            ("False".into(), "SampleDataLoading".into()),
+            "the seed Job was just created"
+        );
+        assert_eq!(
+            s.phase,
+            Some(Phase::Progressing),
+            "Ready waits for the sample data"
+        );
+        assert_eq!(
+            s.ready_components.as_deref(),
+            Some("9/9"),
+            "no Kong component"
+        );
+        assert!(
+            s.endpoints
+                .as_ref()
+                .and_then(|e| e.gateway.clone())
+                .is_none()
+        );
+
+        let mut res = res;
+        let seed = d.sample.clone().expect("plan").job_name;
+        res.jobs.insert(
+            seed,
+            build::ObservedJob {
+                state: MigrationState::Succeeded,
+                generation: Some(1),
+            },
+        );
+        let d = build::build(&mbs.spec, &instance(), &res);
+        let s = compute(&mbs.spec, &obs(&d, &deps, &sts), None, &now());
+        assert_eq!(c(&s, SAMPLE_DATA_LOADED).0, "True");
+        assert_eq!(s.phase, Some(Phase::Ready));
     }
 
     #[test]

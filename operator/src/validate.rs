@@ -6,7 +6,7 @@
 //! CRD upgrade, or with validation disabled, must not make the operator build nonsense.
 
 use crate::build::{ServiceKind, StoreKind};
-use crate::crd::{GatewayServiceType, MovieBookingSystem};
+use crate::crd::{GatewayServiceType, GatewayType, MovieBookingSystem};
 use crate::error::Error;
 
 /// Longest resource name whose derived object names stay valid (`<name>-notification`,
@@ -59,6 +59,40 @@ pub fn validate(mbs: &MovieBookingSystem) -> Result<(), Error> {
         problems
             .push("spec.gateway.kong.nodePort needs serviceType NodePort or LoadBalancer".into());
     }
+    for store in [StoreKind::Postgres, StoreKind::Redis, StoreKind::Rabbitmq] {
+        if store
+            .spec(spec)
+            .managed
+            .as_ref()
+            .is_some_and(|m| m.topology.is_some())
+        {
+            problems.push(format!(
+                "spec.{}.managed.topology: only MongoDB has a topology",
+                store.name()
+            ));
+        }
+    }
+    if let Some(direct) = &spec.gateway.direct {
+        let ports = direct.node_ports.clone().unwrap_or_default();
+        let fixed: Vec<i32> = [ports.graphql, ports.user, ports.catalogue]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !fixed.is_empty() && direct.service_type == Some(GatewayServiceType::ClusterIP) {
+            problems.push(
+                "spec.gateway.direct.nodePorts needs serviceType NodePort or LoadBalancer".into(),
+            );
+        }
+        let mut unique = fixed.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != fixed.len() {
+            problems.push("spec.gateway.direct.nodePorts must differ from each other".into());
+        }
+        if spec.gateway.type_ != GatewayType::None && !fixed.is_empty() {
+            problems.push("spec.gateway.direct.nodePorts applies to gateway type None only".into());
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -99,5 +133,33 @@ mod tests {
             msg.contains("cinema.autoscaling.minReplicas (5) exceeds maxReplicas (2)"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn direct_node_ports_and_topology_are_checked() {
+        let mut mbs = sample();
+        mbs.spec.gateway = serde_json::from_value(serde_json::json!({
+            "type": "None",
+            "direct": {"nodePorts": {"graphql": 30080, "user": 30080}}
+        }))
+        .expect("gateway");
+        mbs.spec
+            .postgres
+            .managed
+            .as_mut()
+            .expect("managed")
+            .topology = Some(crate::crd::MongoTopology::Standalone);
+        let msg = validate(&mbs).expect_err("invalid").to_string();
+        assert!(msg.contains("nodePorts must differ"), "{msg}");
+        assert!(msg.contains("spec.postgres.managed.topology"), "{msg}");
+        mbs.spec
+            .postgres
+            .managed
+            .as_mut()
+            .expect("managed")
+            .topology = None;
+        mbs.spec.gateway.type_ = GatewayType::Kong;
+        let msg = validate(&mbs).expect_err("invalid").to_string();
+        assert!(msg.contains("type None only"), "{msg}");
     }
 }

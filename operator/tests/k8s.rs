@@ -386,6 +386,18 @@ async fn crd_is_accepted_and_cel_rules_reject_invalid_specs_readably() {
             "version must be a valid image tag",
         ),
         (
+            json!({"version": "0.1.0", "gateway": {"type": "None", "direct": {"serviceType": "ClusterIP", "nodePorts": {"graphql": 30080}}}}),
+            "gateway.direct.nodePorts needs serviceType NodePort or LoadBalancer",
+        ),
+        (
+            json!({"version": "0.1.0", "gateway": {"type": "Traefik"}}),
+            "Unsupported value: \"Traefik\"",
+        ),
+        (
+            json!({"version": "0.1.0", "mongodb": {"managed": {"topology": "Sharded"}}}),
+            "Unsupported value: \"Sharded\"",
+        ),
+        (
             json!({"version": "0.1.0", "dataOnDelete": "Shred"}),
             "Unsupported value: \"Shred\"",
         ),
@@ -535,7 +547,7 @@ async fn sample_converges_under_the_running_controller_and_applies_spec_changes(
         .await
         .expect("svcs")
         .items;
-    assert_eq!(svcs.len(), 10, "{:?}", names(&svcs));
+    assert_eq!(svcs.len(), 11, "{:?}", names(&svcs));
     let pdbs = t
         .api::<PodDisruptionBudget>()
         .list(&ListParams::default())
@@ -729,6 +741,219 @@ async fn version_bump_migrates_first_and_rolls_out_only_after_the_job_succeeded(
             .image
             .as_deref(),
         Some("ghcr.io/moviebook/cinema-service:0.2.0")
+    );
+    t.cleanup().await;
+}
+
+fn container(
+    pod: Option<k8s_openapi::api::core::v1::PodSpec>,
+) -> k8s_openapi::api::core::v1::Container {
+    pod.expect("pod").containers.remove(0)
+}
+
+fn env_value(c: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<String> {
+    c.env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+/// What the local node runs (scripts/cluster/values.yaml): no Kong (the public Services on
+/// fixed node ports), a standalone MongoDB, the sample catalogue; then the other gateways.
+#[tokio::test]
+async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
+    let Some(t) = T::new("direct").await else {
+        return;
+    };
+    // node ports are cluster-wide: three free-looking ones for this run
+    let base = 30000 + (rand::random::<u16>() % 2500) as i32;
+    let (gq, us, ca) = (base, base + 1, base + 2);
+    t.create(
+        "demo",
+        json!({"version": "0.1.0", "sampleData": true,
+               "gateway": {"type": "None", "direct": {"nodePorts": {"graphql": gq, "user": us, "catalogue": ca}}},
+               "mongodb": {"managed": {"topology": "Standalone"}},
+               "services": {"cinema": {"replicas": 2}}}),
+    )
+    .await;
+    let obj = t.converge("demo").await;
+    let st = obj.status.expect("status");
+    assert_eq!(st.ready_components.as_deref(), Some("9/9"), "no Kong");
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "SampleDataLoaded" && c.status == "True"),
+        "{:#?}",
+        st.conditions
+    );
+    assert_eq!(
+        st.endpoints.and_then(|e| e.graphql),
+        Some(format!("http://<node>:{gq}/graphql"))
+    );
+
+    // the public Services on the ports asked for, and no Kong
+    let svcs = t.api::<Service>();
+    for (name, port, app, target) in [
+        ("demo-public-graphql", gq, "booking", 8010),
+        ("demo-public-user", us, "user", 8001),
+        ("demo-public-catalogue", ca, "cinema", 8002),
+    ] {
+        let spec = svcs.get(name).await.expect(name).spec.expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"), "{name}");
+        let p = &spec.ports.expect("ports")[0];
+        assert_eq!(p.node_port, Some(port), "{name}");
+        assert_eq!(spec.selector.expect("sel")["app.kubernetes.io/name"], app);
+        // the named target port resolves to the service's HTTP port
+        let dep = t
+            .api::<Deployment>()
+            .get(&format!("demo-{app}"))
+            .await
+            .expect("dep");
+        let c = container(dep.spec.and_then(|s| s.template.spec));
+        assert_eq!(c.ports.expect("ports")[0].container_port, target);
+    }
+    assert!(svcs.get_opt("demo-gateway").await.expect("get").is_none());
+    assert!(
+        t.api::<Deployment>()
+            .get_opt("demo-gateway")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // cinema's headless gRPC Service, which booking resolves to every ready cinema pod
+    let grpc = svcs
+        .get("demo-cinema-grpc")
+        .await
+        .expect("grpc")
+        .spec
+        .expect("spec");
+    assert_eq!(grpc.cluster_ip.as_deref(), Some("None"));
+    let cm = t.api::<ConfigMap>().get("demo-config").await.expect("cm");
+    let data = cm.data.expect("data");
+    assert_eq!(
+        data["CINEMA_GRPC_URL"],
+        format!("http://demo-cinema-grpc.{}.svc:9090", t.ns)
+    );
+
+    // MongoDB standalone: no --replSet, TCP probes; each service its own database
+    let mongo = t
+        .api::<StatefulSet>()
+        .get("demo-mongodb")
+        .await
+        .expect("sts");
+    let c = container(mongo.spec.and_then(|s| s.template.spec));
+    assert!(
+        !c.args
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.contains("replSet"))
+    );
+    assert!(c.readiness_probe.and_then(|p| p.tcp_socket).is_some());
+    for svc in ["user", "payment", "notification", "booking"] {
+        let dep = t
+            .api::<Deployment>()
+            .get(&format!("demo-{svc}"))
+            .await
+            .expect("dep");
+        let pod = dep.spec.and_then(|s| s.template.spec);
+        let grace = pod
+            .as_ref()
+            .and_then(|p| p.termination_grace_period_seconds);
+        let c = container(pod);
+        let url = env_value(&c, "MONGODB_URL").expect("MONGODB_URL");
+        assert!(
+            url.contains(&format!(
+                "/moviebook_{svc}?directConnection=true&maxPoolSize="
+            )),
+            "{svc}: {url}"
+        );
+        // the API server kept the preStop sleep (the images have no shell)
+        let sleep = c
+            .lifecycle
+            .and_then(|l| l.pre_stop)
+            .and_then(|p| p.sleep)
+            .map(|s| s.seconds)
+            .expect("preStop sleep");
+        assert!(grace > Some(sleep), "{svc}");
+    }
+    let cinema = t.api::<Deployment>().get("demo-cinema").await.expect("dep");
+    let c = container(cinema.spec.and_then(|s| s.template.spec));
+    assert_eq!(env_value(&c, "DB_MAX_CONNECTIONS").as_deref(), Some("20"));
+
+    // the sample data: `cinema-service seed` from cinema's image, its own component label
+    let seeds = t
+        .api::<Job>()
+        .list(&ListParams::default().labels("app.kubernetes.io/component=cinema-seed"))
+        .await
+        .expect("jobs")
+        .items;
+    assert_eq!(seeds.len(), 1, "{:?}", names(&seeds));
+    let c = container(
+        seeds[0]
+            .spec
+            .clone()
+            .map(|s| s.template)
+            .and_then(|t| t.spec),
+    );
+    assert_eq!(
+        c.command,
+        Some(vec!["cinema-service".to_string(), "seed".into()])
+    );
+
+    // type Ingress: an Ingress straight to the services, the public Services pruned
+    t.patch_spec(
+        "demo",
+        json!({"gateway": {"type": "Ingress", "direct": null, "ingress": {"className": "kong", "host": "tickets.example"}}}),
+    )
+    .await;
+    let obj = t.converge("demo").await;
+    assert_eq!(
+        obj.status.and_then(|s| s.endpoints).and_then(|e| e.graphql),
+        Some("http://tickets.example/graphql".into())
+    );
+    let ing = t
+        .api::<k8s_openapi::api::networking::v1::Ingress>()
+        .get("demo-gateway")
+        .await
+        .expect("ingress")
+        .spec
+        .expect("spec");
+    assert_eq!(ing.ingress_class_name.as_deref(), Some("kong"));
+    let backends: Vec<String> = ing.rules.expect("rules")[0]
+        .http
+        .as_ref()
+        .expect("http")
+        .paths
+        .iter()
+        .filter_map(|p| p.backend.service.as_ref().map(|s| s.name.clone()))
+        .collect();
+    assert!(
+        backends.contains(&"demo-booking".to_string()),
+        "{backends:?}"
+    );
+    assert!(
+        svcs.get_opt("demo-public-graphql")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // and back to Kong (the default): Kong's Deployment and Service appear again
+    t.patch_spec(
+        "demo",
+        json!({"gateway": {"type": "Kong", "ingress": null}}),
+    )
+    .await;
+    t.converge("demo").await;
+    assert!(svcs.get_opt("demo-gateway").await.expect("get").is_some());
+    assert!(
+        t.api::<k8s_openapi::api::networking::v1::Ingress>()
+            .get_opt("demo-gateway")
+            .await
+            .expect("get")
+            .is_none()
     );
     t.cleanup().await;
 }

@@ -7,7 +7,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, Secret, SecretKeySelector};
 
 use super::{Instance, Resolved, ServiceKind, StoreKind, hash_of};
-use crate::crd::MovieBookingSystemSpec;
+use crate::crd::{MongoTopology, MovieBookingSystemSpec, ServiceSpec};
 
 /// Keys of the generated credentials in `<name>-secrets`.
 pub const POSTGRES_PASSWORD: &str = "postgres-password";
@@ -17,8 +17,78 @@ pub const JWT_SECRET: &str = "jwt-secret";
 /// Database user and names of the managed stores.
 pub const DB_USER: &str = "moviebook";
 pub const POSTGRES_DB: &str = "cinema";
-pub const MONGO_DB: &str = "moviebook";
 pub const MONGO_REPLICA_SET: &str = "rs0";
+/// How often booking resolves cinema's headless Service again (`CINEMA_GRPC_RESOLVE_SECONDS`):
+/// a cinema pod that starts gets traffic, one that stops loses it, within this time (plus
+/// CoreDNS's cache of 5 s). The services' preStop delay covers both.
+pub const CINEMA_RESOLVE_SECONDS: i32 = 5;
+
+/// Connections the managed PostgreSQL (`max_connections` 100) gives cinema's pods together;
+/// the rest is for the superuser, the migration and seed Jobs and a `psql` by hand.
+pub const POSTGRES_CONNECTION_BUDGET: i32 = 80;
+/// Connections each MongoDB service's pods share on the managed MongoDB (four services: 400,
+/// well inside mongod's limits and a small server's memory at ~1 MiB each).
+pub const MONGO_CONNECTIONS_PER_SERVICE: i32 = 100;
+/// Pods a pool is sized for at least: scaling within this changes no pool size, so it rolls
+/// no pods (the pool size is part of the pod template).
+pub const MIN_POOL_PODS: i32 = 4;
+
+/// The most pods a service may run: the autoscaler's ceiling, else its replicas, at least
+/// [`MIN_POOL_PODS`].
+pub fn pod_ceiling(sspec: &ServiceSpec) -> i32 {
+    let replicas = sspec.replicas.unwrap_or(1);
+    let hpa = sspec.autoscaling.as_ref().map_or(0, |a| a.max_replicas);
+    replicas.max(hpa).max(MIN_POOL_PODS)
+}
+
+/// Connection pool of one pod so that `pods` pods stay within `budget` connections (never
+/// below 2, so a pod can always make progress, nor above 64).
+pub fn pool_size(budget: i32, pods: i32) -> i32 {
+    (budget / pods.max(1)).clamp(2, 64)
+}
+
+/// Database of a MongoDB service: its own, so that no two services share collections (booking
+/// and payment would otherwise share one outbox).
+pub fn mongo_database(svc: ServiceKind) -> String {
+    format!("moviebook_{}", svc.name())
+}
+
+/// In-cluster URL of the managed MongoDB for one service: its database, its pool size
+/// (`maxPoolSize`), and how to reach the server: through the replica set, or straight to the
+/// one server (`directConnection=true`, so the driver does not go looking for the members a
+/// standalone server may announce under names this cluster does not resolve).
+pub fn managed_mongo_url(
+    svc: ServiceKind,
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+) -> String {
+    let store = StoreKind::Mongodb;
+    let host = format!(
+        "{}-0.{}:{}",
+        inst.child(store.name()),
+        inst.dns(&inst.child(store.name())),
+        store.port()
+    );
+    let topology = mongo_topology(spec);
+    let reach = match topology {
+        MongoTopology::ReplicaSet => format!("replicaSet={MONGO_REPLICA_SET}"),
+        MongoTopology::Standalone => "directConnection=true".to_string(),
+    };
+    let pool = pool_size(MONGO_CONNECTIONS_PER_SERVICE, pod_ceiling(svc.spec(spec)));
+    format!(
+        "mongodb://{host}/{}?{reach}&maxPoolSize={pool}",
+        mongo_database(svc)
+    )
+}
+
+/// Topology of the managed MongoDB (ReplicaSet unless the spec says otherwise).
+pub fn mongo_topology(spec: &MovieBookingSystemSpec) -> MongoTopology {
+    spec.mongodb
+        .managed
+        .as_ref()
+        .and_then(|m| m.topology)
+        .unwrap_or_default()
+}
 
 /// Name of the Secret with generated credentials.
 pub fn secret_name(inst: &Instance) -> String {
@@ -30,7 +100,8 @@ pub fn config_map_name(inst: &Instance) -> String {
     inst.child("config")
 }
 
-/// In-cluster URL of a managed store (with credentials).
+/// In-cluster URL of a managed store (with credentials). MongoDB's differs per service
+/// ([`managed_mongo_url`]); this one names no database.
 pub fn managed_url(store: StoreKind, inst: &Instance, res: &Resolved) -> String {
     let host = inst.dns(&inst.child(store.name()));
     let port = store.port();
@@ -40,10 +111,7 @@ pub fn managed_url(store: StoreKind, inst: &Instance, res: &Resolved) -> String 
             res.postgres_password
         ),
         // The member host must be the name the replica set was initiated with (see stores.rs).
-        StoreKind::Mongodb => format!(
-            "mongodb://{}-0.{host}:{port}/{MONGO_DB}?replicaSet={MONGO_REPLICA_SET}",
-            inst.child(store.name())
-        ),
+        StoreKind::Mongodb => format!("mongodb://{}-0.{host}:{port}", inst.child(store.name())),
         StoreKind::Redis => format!("redis://:{}@{host}:{port}/0", res.redis_password),
         StoreKind::Rabbitmq => format!(
             "amqp://{DB_USER}:{}@{host}:{port}/%2f",
@@ -67,7 +135,8 @@ pub fn build(
     if res.jwt_generated {
         data.insert(JWT_SECRET.into(), res.jwt_secret.clone());
     }
-    for store in StoreKind::ALL {
+    // MongoDB has no credentials here: each service's URL is in its pod template.
+    for store in [StoreKind::Postgres, StoreKind::Redis, StoreKind::Rabbitmq] {
         if store.spec(spec).managed.is_some() {
             data.insert(store.url_env().into(), managed_url(store, inst, res));
         }
@@ -119,14 +188,22 @@ fn settings(spec: &MovieBookingSystemSpec, inst: &Instance) -> BTreeMap<String, 
         ("JWT_ISSUER".into(), spec.auth.jwt_issuer.clone()),
         ("USER_SERVICE_URL".into(), url(ServiceKind::User)),
         ("PAYMENT_SERVICE_URL".into(), url(ServiceKind::Payment)),
+        // The headless Service: booking resolves one address per ready cinema pod and spreads
+        // its calls over them (one HTTP/2 connection to a ClusterIP would pin one pod).
         (
             "CINEMA_GRPC_URL".into(),
-            format!(
-                "http://{}:9090",
-                inst.dns(&inst.child(ServiceKind::Cinema.name()))
-            ),
+            format!("http://{}:9090", inst.dns(&cinema_grpc_service_name(inst))),
+        ),
+        (
+            "CINEMA_GRPC_RESOLVE_SECONDS".into(),
+            CINEMA_RESOLVE_SECONDS.to_string(),
         ),
     ])
+}
+
+/// Name of cinema's headless gRPC Service.
+pub fn cinema_grpc_service_name(inst: &Instance) -> String {
+    inst.child("cinema-grpc")
 }
 
 /// `env` entry reading a key of a Secret.
@@ -154,11 +231,21 @@ pub fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// Where a service reads a store's URL: the generated Secret for a managed store, the user's
-/// Secret for an external one.
-pub fn store_url_env(store: StoreKind, spec: &MovieBookingSystemSpec, inst: &Instance) -> EnvVar {
+/// Where a service reads a store's URL: the generated Secret for a managed store (its own
+/// URL in the pod template for the managed MongoDB), the user's Secret for an external one
+/// (an external MongoDB URL should name no database: each service then uses its own,
+/// `moviebook_<service>`).
+pub fn store_url_env(
+    svc: ServiceKind,
+    store: StoreKind,
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+) -> EnvVar {
     match &store.spec(spec).external {
         Some(ext) => secret_env(store.url_env(), &ext.secret_ref.name, &ext.secret_ref.key),
+        None if store == StoreKind::Mongodb => {
+            plain_env(store.url_env(), managed_mongo_url(svc, spec, inst))
+        }
         None => secret_env(store.url_env(), &secret_name(inst), store.url_env()),
     }
 }
@@ -191,9 +278,13 @@ mod tests {
             text(&secret, "DATABASE_URL"),
             "postgres://moviebook:pgpw@demo-postgres.shop.svc:5432/cinema"
         );
-        assert_eq!(
-            text(&secret, "MONGODB_URL"),
-            "mongodb://demo-mongodb-0.demo-mongodb.shop.svc:27017/moviebook?replicaSet=rs0"
+        assert!(
+            !secret
+                .data
+                .as_ref()
+                .expect("data")
+                .contains_key("MONGODB_URL"),
+            "each MongoDB service has its own URL, in its pod template"
         );
         assert_eq!(
             text(&secret, "REDIS_URL"),
@@ -206,7 +297,11 @@ mod tests {
         let data = cm.data.expect("data");
         assert_eq!(data["LOG_FORMAT"], "json");
         assert_eq!(data["JWT_ISSUER"], "moviebook");
-        assert_eq!(data["CINEMA_GRPC_URL"], "http://demo-cinema.shop.svc:9090");
+        assert_eq!(
+            data["CINEMA_GRPC_URL"],
+            "http://demo-cinema-grpc.shop.svc:9090"
+        );
+        assert_eq!(data["CINEMA_GRPC_RESOLVE_SECONDS"], "5");
         assert_eq!(data["USER_SERVICE_URL"], "http://demo-user.shop.svc:8001");
         assert_eq!(
             data["PAYMENT_SERVICE_URL"],
@@ -232,7 +327,12 @@ mod tests {
         let data = secret.data.expect("data");
         assert!(!data.contains_key("DATABASE_URL"));
         assert!(!data.contains_key(JWT_SECRET));
-        let env = store_url_env(StoreKind::Postgres, &mbs.spec, &instance());
+        let env = store_url_env(
+            ServiceKind::Cinema,
+            StoreKind::Postgres,
+            &mbs.spec,
+            &instance(),
+        );
         let sel = env
             .value_from
             .and_then(|v| v.secret_key_ref)
@@ -259,5 +359,57 @@ mod tests {
         res.external_urls
             .insert(StoreKind::Redis, "redis://elsewhere".into());
         assert_ne!(h1, build(&mbs.spec, &instance(), &res).2);
+    }
+
+    #[test]
+    fn each_mongodb_service_has_its_own_database_and_a_pool_that_fits() {
+        let mut mbs = sample();
+        let url = |svc, spec: &MovieBookingSystemSpec| managed_mongo_url(svc, spec, &instance());
+        assert_eq!(
+            url(ServiceKind::User, &mbs.spec),
+            "mongodb://demo-mongodb-0.demo-mongodb.shop.svc:27017/moviebook_user?replicaSet=rs0&maxPoolSize=25"
+        );
+        let dbs: Vec<String> = [
+            ServiceKind::User,
+            ServiceKind::Payment,
+            ServiceKind::Notification,
+            ServiceKind::Booking,
+        ]
+        .into_iter()
+        .map(mongo_database)
+        .collect();
+        assert_eq!(
+            dbs,
+            [
+                "moviebook_user",
+                "moviebook_payment",
+                "moviebook_notification",
+                "moviebook_booking"
+            ]
+        );
+        mbs.spec.mongodb.managed.as_mut().expect("managed").topology =
+            Some(MongoTopology::Standalone);
+        let standalone = url(ServiceKind::Booking, &mbs.spec);
+        assert!(
+            standalone.contains("/moviebook_booking?directConnection=true&"),
+            "{standalone}"
+        );
+        assert!(!standalone.contains("replicaSet"), "{standalone}");
+        // more pods, smaller pools: replicas x pool stays within the budget
+        mbs.spec.services.booking.replicas = Some(10);
+        assert!(url(ServiceKind::Booking, &mbs.spec).ends_with("maxPoolSize=10"));
+        mbs.spec.services.booking.autoscaling = Some(crate::crd::AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 20,
+            target_cpu_utilization_percentage: 70,
+        });
+        assert!(url(ServiceKind::Booking, &mbs.spec).ends_with("maxPoolSize=5"));
+        for pods in 1..=100 {
+            let pool = pool_size(POSTGRES_CONNECTION_BUDGET, pods.max(MIN_POOL_PODS));
+            assert!(
+                pool * pods <= POSTGRES_CONNECTION_BUDGET || pool == 2,
+                "{pods} pods x {pool}"
+            );
+        }
     }
 }

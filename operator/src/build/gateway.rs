@@ -1,5 +1,14 @@
-//! Kong in DB-less mode: a Secret with the declarative config (it contains the JWT secret), a
-//! Deployment that mounts it, a Service exposing the proxy and an optional Ingress.
+//! The gateway, by `spec.gateway.type`:
+//! - `Kong`: Kong in DB-less mode: a Secret with the declarative config (it contains the JWT
+//!   secret), a Deployment that mounts it, a Service exposing the proxy and an optional Ingress
+//!   in front of it;
+//! - `Ingress`: an Ingress (with its class) routing the public paths straight to the services,
+//!   for any ingress controller, Kong's included;
+//! - `None`: the public Services `<name>-public-{graphql,user,catalogue}` only (NodePort by
+//!   default), as the local node without Kong uses them.
+//!
+//! The public paths are the same in all three ([`PUBLIC_ROUTES`]); without Kong the services'
+//! own token checks guard what needs a token, and there is no edge rate limit or CORS.
 
 use std::collections::BTreeMap;
 
@@ -16,12 +25,13 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::ServiceKind;
 use super::config::plain_env;
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, Resolved, default_resources, pull_secrets,
     restricted_container, restricted_pod,
 };
-use crate::crd::{GatewayServiceType, MovieBookingSystemSpec};
+use crate::crd::{GatewayServiceType, GatewayType, MovieBookingSystemSpec};
 use crate::kong;
 
 pub const COMPONENT: &str = "gateway";
@@ -34,6 +44,96 @@ const KONG_UID: i64 = 1000;
 
 pub fn name(inst: &Instance) -> String {
     inst.child(COMPONENT)
+}
+
+/// The paths users reach, by the service that serves them (Kong's routes without Kong; the
+/// payment API is internal).
+pub const PUBLIC_ROUTES: [(ServiceKind, &[&str]); 3] = [
+    // `/`: the storefront booking serves (the longest prefix wins, so the API paths keep theirs)
+    (ServiceKind::Booking, &["/graphql", "/"]),
+    (
+        ServiceKind::User,
+        &[
+            "/api/v1/register",
+            "/api/v1/login",
+            "/api/v1/users",
+            "/api/v1/profile",
+        ],
+    ),
+    (
+        ServiceKind::Cinema,
+        &[
+            "/api/v1/movies",
+            "/api/v1/showtimes",
+            "/api/v1/cinemas",
+            "/api/v1/screens",
+        ],
+    ),
+];
+
+/// The public Services of `type: None`, in this order (GraphQL first: its address is the
+/// endpoint in status): suffix, service, fixed node port.
+pub fn public_services_of(
+    spec: &MovieBookingSystemSpec,
+) -> [(&'static str, ServiceKind, Option<i32>); 3] {
+    let ports = spec
+        .gateway
+        .direct
+        .as_ref()
+        .and_then(|d| d.node_ports.clone())
+        .unwrap_or_default();
+    [
+        ("public-graphql", ServiceKind::Booking, ports.graphql),
+        ("public-user", ServiceKind::User, ports.user),
+        ("public-catalogue", ServiceKind::Cinema, ports.catalogue),
+    ]
+}
+
+/// The Service whose node port or load balancer is the GraphQL endpoint: Kong's, or the public
+/// GraphQL Service without Kong.
+pub fn endpoint_service_name(spec: &MovieBookingSystemSpec, inst: &Instance) -> String {
+    match spec.gateway.type_ {
+        GatewayType::None => inst.child("public-graphql"),
+        _ => name(inst),
+    }
+}
+
+/// Service type of the public Services (NodePort unless the spec says otherwise).
+pub fn direct_service_type(spec: &MovieBookingSystemSpec) -> GatewayServiceType {
+    spec.gateway
+        .direct
+        .as_ref()
+        .and_then(|d| d.service_type)
+        .unwrap_or(GatewayServiceType::NodePort)
+}
+
+/// `<name>-public-graphql`, `<name>-public-user`, `<name>-public-catalogue`: each selects the
+/// pods of its service and exposes its HTTP port as port 80 (and its node port).
+pub fn public_services(spec: &MovieBookingSystemSpec, inst: &Instance) -> Vec<Service> {
+    let type_ = direct_service_type(spec);
+    public_services_of(spec)
+        .into_iter()
+        .map(|(suffix, svc, node_port)| Service {
+            metadata: inst.meta(inst.child(suffix), COMPONENT),
+            spec: Some(ServiceSpec {
+                type_: Some(type_.as_str().into()),
+                selector: Some(inst.selector(svc.name())),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::String("http".into())),
+                    node_port: if type_ == GatewayServiceType::ClusterIP {
+                        None
+                    } else {
+                        node_port
+                    },
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        })
+        .collect()
 }
 
 pub fn config_secret_name(inst: &Instance) -> String {
@@ -223,19 +323,49 @@ pub fn service(spec: &MovieBookingSystemSpec, inst: &Instance) -> Service {
     }
 }
 
-/// An Ingress sending everything to Kong, when asked for.
-pub fn ingress(spec: &MovieBookingSystemSpec, inst: &Instance) -> Option<Ingress> {
-    let ing = spec.gateway.ingress.as_ref()?;
-    let backend = IngressBackend {
+fn backend(service: String, port: i32) -> IngressBackend {
+    IngressBackend {
         service: Some(IngressServiceBackend {
-            name: name(inst),
+            name: service,
             port: Some(ServiceBackendPort {
-                number: Some(80),
+                number: Some(port),
                 ..ServiceBackendPort::default()
             }),
         }),
         ..IngressBackend::default()
+    }
+}
+
+/// The Ingress: with `type: Kong` (and `gateway.ingress` set) everything goes to Kong; with
+/// `type: Ingress` each public path goes straight to its service.
+pub fn ingress(spec: &MovieBookingSystemSpec, inst: &Instance) -> Option<Ingress> {
+    let paths = match spec.gateway.type_ {
+        GatewayType::Kong => {
+            spec.gateway.ingress.as_ref()?;
+            vec![HTTPIngressPath {
+                path: Some("/".into()),
+                path_type: "Prefix".into(),
+                backend: backend(name(inst), 80),
+            }]
+        }
+        GatewayType::Ingress => PUBLIC_ROUTES
+            .iter()
+            .flat_map(|(svc, paths)| {
+                paths.iter().map(move |p| HTTPIngressPath {
+                    path: Some((*p).into()),
+                    path_type: "Prefix".into(),
+                    backend: backend(inst.child(svc.name()), svc.http_port()),
+                })
+            })
+            .collect(),
+        GatewayType::None => return None,
     };
+    let default_ing = crate::crd::IngressSpec {
+        host: None,
+        class_name: None,
+        tls_secret_name: None,
+    };
+    let ing = spec.gateway.ingress.as_ref().unwrap_or(&default_ing);
     Some(Ingress {
         metadata: inst.meta(name(inst), COMPONENT),
         spec: Some(IngressSpec {
@@ -248,13 +378,7 @@ pub fn ingress(spec: &MovieBookingSystemSpec, inst: &Instance) -> Option<Ingress
             }),
             rules: Some(vec![IngressRule {
                 host: ing.host.clone(),
-                http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/".into()),
-                        path_type: "Prefix".into(),
-                        backend,
-                    }],
-                }),
+                http: Some(HTTPIngressRuleValue { paths }),
             }]),
             ..IngressSpec::default()
         }),
@@ -271,6 +395,47 @@ pub fn graphql_endpoint(
     lb_address: Option<&str>,
     allocated_node_port: Option<i32>,
 ) -> String {
+    match spec.gateway.type_ {
+        GatewayType::Kong => {}
+        GatewayType::Ingress => {
+            return match spec
+                .gateway
+                .ingress
+                .as_ref()
+                .and_then(|i| i.host.as_ref().map(|h| (i, h)))
+            {
+                Some((ing, host)) => {
+                    let scheme = if ing.tls_secret_name.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    format!("{scheme}://{host}/graphql")
+                }
+                None => format!(
+                    "http://{}:{}/graphql",
+                    inst.dns(&inst.child(ServiceKind::Booking.name())),
+                    ServiceKind::Booking.http_port()
+                ),
+            };
+        }
+        GatewayType::None => {
+            let fixed = public_services_of(spec)[0].2;
+            return match (
+                direct_service_type(spec),
+                lb_address,
+                fixed.or(allocated_node_port),
+            ) {
+                (GatewayServiceType::LoadBalancer, Some(addr), _) => {
+                    format!("http://{addr}/graphql")
+                }
+                (GatewayServiceType::NodePort, _, Some(port)) => {
+                    format!("http://<node>:{port}/graphql")
+                }
+                _ => format!("http://{}/graphql", inst.dns(&inst.child("public-graphql"))),
+            };
+        }
+    }
     if let Some(ing) = &spec.gateway.ingress {
         let scheme = if ing.tls_secret_name.is_some() {
             "https"
@@ -390,6 +555,107 @@ mod tests {
         assert_eq!(
             backend.service.as_ref().map(|s| s.name.as_str()),
             Some("demo-gateway")
+        );
+        assert_eq!(
+            graphql_endpoint(&mbs.spec, &instance(), None, None),
+            "http://tickets.example/graphql"
+        );
+    }
+
+    #[test]
+    fn no_gateway_exposes_the_public_services_on_their_node_ports() {
+        let mut mbs = sample();
+        mbs.spec.gateway = serde_json::from_value(serde_json::json!({
+            "type": "None",
+            "direct": {"nodePorts": {"graphql": 30080, "user": 30081, "catalogue": 30082}}
+        }))
+        .expect("gateway");
+        let svcs = public_services(&mbs.spec, &instance());
+        let seen: Vec<(String, String, Option<i32>, String)> = svcs
+            .iter()
+            .map(|s| {
+                let spec = s.spec.as_ref().expect("spec");
+                (
+                    s.metadata.name.clone().expect("name"),
+                    spec.type_.clone().expect("type"),
+                    spec.ports.as_ref().expect("ports")[0].node_port,
+                    spec.selector.as_ref().expect("sel")["app.kubernetes.io/name"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "demo-public-graphql".into(),
+                    "NodePort".into(),
+                    Some(30080),
+                    "booking".into()
+                ),
+                (
+                    "demo-public-user".into(),
+                    "NodePort".into(),
+                    Some(30081),
+                    "user".into()
+                ),
+                (
+                    "demo-public-catalogue".into(),
+                    "NodePort".into(),
+                    Some(30082),
+                    "cinema".into()
+                ),
+            ]
+        );
+        assert!(ingress(&mbs.spec, &instance()).is_none());
+        assert_eq!(
+            graphql_endpoint(&mbs.spec, &instance(), None, None),
+            "http://<node>:30080/graphql"
+        );
+        mbs.spec.gateway.direct = None;
+        assert_eq!(
+            graphql_endpoint(&mbs.spec, &instance(), None, Some(31234)),
+            "http://<node>:31234/graphql",
+            "the allocated port when none is fixed"
+        );
+    }
+
+    #[test]
+    fn ingress_type_routes_public_paths_straight_to_the_services() {
+        let mut mbs = sample();
+        mbs.spec.gateway = serde_json::from_value(serde_json::json!({
+            "type": "Ingress",
+            "ingress": {"className": "kong", "host": "tickets.example"}
+        }))
+        .expect("gateway");
+        let i = ingress(&mbs.spec, &instance())
+            .expect("ingress")
+            .spec
+            .expect("spec");
+        assert_eq!(i.ingress_class_name.as_deref(), Some("kong"));
+        let rule = &i.rules.expect("rules")[0];
+        let routes: Vec<(String, String, i32)> = rule
+            .http
+            .as_ref()
+            .expect("http")
+            .paths
+            .iter()
+            .map(|p| {
+                let b = p.backend.service.as_ref().expect("svc");
+                (
+                    p.path.clone().expect("path"),
+                    b.name.clone(),
+                    b.port.as_ref().and_then(|p| p.number).expect("port"),
+                )
+            })
+            .collect();
+        assert!(routes.contains(&("/graphql".into(), "demo-booking".into(), 8010)));
+        assert!(routes.contains(&("/api/v1/login".into(), "demo-user".into(), 8001)));
+        assert!(routes.contains(&("/api/v1/movies".into(), "demo-cinema".into(), 8002)));
+        assert!(
+            !routes
+                .iter()
+                .any(|r| r.0.contains("payments") || r.1 == "demo-gateway"),
+            "no payment route, no Kong: {routes:?}"
         );
         assert_eq!(
             graphql_endpoint(&mbs.spec, &instance(), None, None),

@@ -47,6 +47,18 @@ pub fn job_name(
     inst: &Instance,
     res: &Resolved,
 ) -> String {
+    named_job(svc, "migrate", spec, inst, res)
+}
+
+/// `<instance>-<service>-<what>-<version>-<hash>`, the hash over the image and where the
+/// service's stores are (see [`job_name`]).
+pub fn named_job(
+    svc: ServiceKind,
+    what: &str,
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    res: &Resolved,
+) -> String {
     let image = image(svc, spec);
     let mut parts = vec![image.clone()];
     for store in svc.stores() {
@@ -63,7 +75,7 @@ pub fn job_name(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let mut base = format!("{}-{}-migrate-{}", inst.name, svc.name(), version);
+    let mut base = format!("{}-{}-{what}-{}", inst.name, svc.name(), version);
     base.truncate(54);
     let base = base.trim_end_matches('-');
     format!("{base}-{}", &hash[..8])
@@ -131,17 +143,52 @@ pub fn job(
     plan: &ServicePlan,
     config_hash: &str,
 ) -> Job {
-    let component = component(svc);
-    let mut meta = inst.meta(plan.job_name.clone(), &component);
+    one_shot_job(
+        svc,
+        spec,
+        inst,
+        OneShot {
+            name: &plan.job_name,
+            image: &plan.desired_image,
+            component: &component(svc),
+            subcommand: "migrate",
+            container: "migrate",
+        },
+        config_hash,
+    )
+}
+
+/// What a one-shot Job of a service runs.
+#[derive(Debug, Clone, Copy)]
+pub struct OneShot<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    /// `app.kubernetes.io/component` of the Job and its pods.
+    pub component: &'a str,
+    /// `<service-binary> <subcommand>`.
+    pub subcommand: &'a str,
+    pub container: &'a str,
+}
+
+/// A Job running `<binary> <subcommand>` once with the service's environment.
+pub fn one_shot_job(
+    svc: ServiceKind,
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    what: OneShot<'_>,
+    config_hash: &str,
+) -> Job {
+    let component = what.component.to_string();
+    let mut meta = inst.meta(what.name.to_string(), &component);
     meta.annotations = Some(BTreeMap::from([(
         GENERATION_ANNOTATION.to_string(),
         inst.generation.to_string(),
     )]));
     let container = Container {
-        name: "migrate".into(),
-        image: Some(plan.desired_image.clone()),
+        name: what.container.into(),
+        image: Some(what.image.to_string()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
-        command: Some(vec![svc.binary(), "migrate".into()]),
+        command: Some(vec![svc.binary(), what.subcommand.into()]),
         env: Some(service_env(svc, spec, inst)),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {

@@ -3,13 +3,14 @@
 //! API server.
 //!
 //! One module per component family: [`config`] (Secrets, ConfigMap), [`stores`] (managed
-//! StatefulSets), [`migrations`] (Jobs), [`services`] (Deployments, Services, HPAs, PDBs) and
-//! [`gateway`] (Kong, Ingress). [`build`] assembles them into a [`Desired`] set whose stages
+//! StatefulSets), [`migrations`] (Jobs), [`sample`] (the sample-data Job), [`services`]
+//! (Deployments, Services, HPAs, PDBs) and [`gateway`] (Kong, Ingress or the public Services). [`build`] assembles them into a [`Desired`] set whose stages
 //! are applied in dependency order.
 
 pub mod config;
 pub mod gateway;
 pub mod migrations;
+pub mod sample;
 pub mod services;
 pub mod stores;
 
@@ -28,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{MigrationState, MovieBookingSystemSpec};
+use crate::crd::{GatewayType, MigrationState, MovieBookingSystemSpec};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "moviebook-operator";
@@ -304,6 +305,8 @@ pub struct Desired {
     pub ingresses: Vec<Ingress>,
     /// Per service: the plan the objects above were built from.
     pub plans: BTreeMap<ServiceKind, ServicePlan>,
+    /// The sample-data Job's plan, when `sampleData` is on.
+    pub sample: Option<sample::SamplePlan>,
     /// Hash of the configuration every service pod consumes.
     pub config_hash: String,
 }
@@ -342,12 +345,27 @@ pub fn build(spec: &MovieBookingSystemSpec, inst: &Instance, res: &Resolved) -> 
         d.plans.insert(svc, plan);
     }
 
-    let kong_config = gateway::kong_config_secret(spec, inst, res);
-    let kong_hash = hash_of(&[&gateway::render_kong_config(spec, inst, res)]);
-    d.gateway_secrets.push(kong_config);
-    d.gateway_deployments
-        .push(gateway::deployment(spec, inst, &kong_hash));
-    d.gateway_services.push(gateway::service(spec, inst));
+    d.services.push(services::cinema_grpc_service(inst));
+    if spec.sample_data {
+        let plan = sample::plan(spec, inst, res, &d.plans);
+        if let Some(job) = sample::job_to_create(spec, inst, &plan, res, &config_hash) {
+            d.jobs.push(job);
+        }
+        d.sample = Some(plan);
+    }
+
+    match spec.gateway.type_ {
+        GatewayType::Kong => {
+            let kong_config = gateway::kong_config_secret(spec, inst, res);
+            let kong_hash = hash_of(&[&gateway::render_kong_config(spec, inst, res)]);
+            d.gateway_secrets.push(kong_config);
+            d.gateway_deployments
+                .push(gateway::deployment(spec, inst, &kong_hash));
+            d.gateway_services.push(gateway::service(spec, inst));
+        }
+        GatewayType::None => d.gateway_services = gateway::public_services(spec, inst),
+        GatewayType::Ingress => {}
+    }
     if let Some(ingress) = gateway::ingress(spec, inst) {
         d.ingresses.push(ingress);
     }

@@ -1,5 +1,10 @@
 //! The five services: Deployment, ClusterIP Service, PodDisruptionBudget and (when
-//! autoscaling is set) a HorizontalPodAutoscaler each.
+//! autoscaling is set) a HorizontalPodAutoscaler each; cinema's headless gRPC Service.
+//!
+//! Rolling updates drop no request: a pod is only Ready (and so in a Service's endpoints) once
+//! its `/ready` answers, and a pod being stopped first sleeps [`PRESTOP_SECONDS`] in `preStop`
+//! while still serving, long enough for kube-proxy to stop sending it new connections and for
+//! booking to resolve cinema's headless Service again, before it gets SIGTERM and drains.
 
 use std::collections::BTreeMap;
 
@@ -12,14 +17,17 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe, Service,
+    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{config_map_name, jwt_env, plain_env, store_url_env};
+use super::config::{
+    CINEMA_RESOLVE_SECONDS, POSTGRES_CONNECTION_BUDGET, cinema_grpc_service_name, config_map_name,
+    jwt_env, plain_env, pod_ceiling, pool_size, store_url_env,
+};
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, ServiceKind, default_resources, pull_secrets,
     restricted_container, restricted_pod,
@@ -29,6 +37,13 @@ use crate::crd::MovieBookingSystemSpec;
 /// Non-root UID the service images run as (the `nonroot` user of the Dockerfile's runtime
 /// images); set explicitly so a pod never runs as root even with another image.
 pub const SERVICE_UID: i64 = 65532;
+
+/// How long a stopping pod keeps serving before it gets SIGTERM: booking's re-resolve interval
+/// of cinema's pods plus CoreDNS's 5 s cache plus a few seconds for the endpoint change to
+/// reach kube-proxy and DNS. The images have no shell, so this is the kubelet's `sleep` action.
+pub const PRESTOP_SECONDS: i64 = CINEMA_RESOLVE_SECONDS as i64 + 5 + 5;
+/// The preStop delay plus the services' own drain (they finish in-flight requests on SIGTERM).
+pub const TERMINATION_GRACE_SECONDS: i64 = PRESTOP_SECONDS + 30;
 
 /// Environment of a service (and of its migration Job): ports, store URLs and the JWT
 /// secret, then the spec's extra variables, which replace same-named ones (Kubernetes rejects
@@ -43,7 +58,12 @@ pub fn service_env(
         env.push(plain_env("GRPC_PORT", grpc.to_string()));
     }
     for store in svc.stores() {
-        env.push(store_url_env(*store, spec, inst));
+        env.push(store_url_env(svc, *store, spec, inst));
+    }
+    if svc == ServiceKind::Cinema {
+        // replicas x pool within what PostgreSQL accepts
+        let pool = pool_size(POSTGRES_CONNECTION_BUDGET, pod_ceiling(svc.spec(spec)));
+        env.push(plain_env("DB_MAX_CONNECTIONS", pool.to_string()));
     }
     env.push(jwt_env(spec, inst));
     for extra in &svc.spec(spec).env {
@@ -89,7 +109,16 @@ pub fn deployment(
         }]),
         ports: Some(ports),
         liveness_probe: Some(http_probe("/health", 10, 10, 3)),
-        readiness_probe: Some(http_probe("/ready", 5, 5, 3)),
+        readiness_probe: Some(http_probe("/ready", 2, 2, 2)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRESTOP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         startup_probe: Some(http_probe("/health", 2, 2, 30)),
         resources: Some(
             sspec
@@ -153,7 +182,7 @@ pub fn deployment(
                     image_pull_secrets: pull_secrets(spec),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     ..PodSpec::default()
                 }),
             },
@@ -202,6 +231,29 @@ pub fn service(svc: ServiceKind, inst: &Instance) -> Service {
             type_: Some("ClusterIP".into()),
             selector: Some(inst.selector(component)),
             ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Cinema's headless gRPC Service: its DNS name answers with one address per READY cinema pod
+/// (no ClusterIP), which booking resolves every few seconds to spread its calls over all pods.
+pub fn cinema_grpc_service(inst: &Instance) -> Service {
+    let component = ServiceKind::Cinema.name();
+    Service {
+        metadata: inst.meta(cinema_grpc_service_name(inst), component),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(false),
+            selector: Some(inst.selector(component)),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".into()),
+                port: 9090,
+                target_port: Some(IntOrString::String("grpc".into())),
+                app_protocol: Some("kubernetes.io/h2c".into()),
+                ..ServicePort::default()
+            }]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -345,6 +397,7 @@ mod tests {
                 "GRPC_PORT",
                 "DATABASE_URL",
                 "RABBITMQ_URL",
+                "DB_MAX_CONNECTIONS",
                 "JWT_SECRET"
             ]
         );
@@ -414,5 +467,54 @@ mod tests {
         assert_eq!(ports, [8002, 9090]);
         let p = pdb(ServiceKind::Cinema, &instance()).spec.expect("spec");
         assert_eq!(p.max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn stopping_pods_keep_serving_until_traffic_has_moved() {
+        let mbs = sample();
+        for svc in ServiceKind::ALL {
+            let d = deployment(svc, &mbs.spec, &instance(), "img:1", "h");
+            let pod = pod(&d);
+            let c = &pod.containers[0];
+            let sleep = c
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|p| p.sleep.as_ref())
+                .map(|s| s.seconds);
+            // booking re-resolves cinema every CINEMA_RESOLVE_SECONDS, CoreDNS caches 5 s
+            assert!(
+                sleep >= Some(i64::from(CINEMA_RESOLVE_SECONDS) + 5),
+                "{svc:?}: {sleep:?}"
+            );
+            assert!(pod.termination_grace_period_seconds > sleep, "{svc:?}");
+            let rollout = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.strategy.as_ref())
+                .and_then(|s| s.rolling_update.as_ref())
+                .expect("rolling update");
+            assert_eq!(rollout.max_unavailable, Some(IntOrString::Int(0)));
+        }
+    }
+
+    #[test]
+    fn cinema_grpc_is_headless_over_ready_pods_and_pools_fit_postgres() {
+        let s = cinema_grpc_service(&instance());
+        assert_eq!(s.metadata.name.as_deref(), Some("demo-cinema-grpc"));
+        let spec = s.spec.expect("spec");
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(false));
+        assert_eq!(spec.ports.expect("ports")[0].port, 9090);
+        let mut mbs = sample();
+        let pool = |spec: &MovieBookingSystemSpec| {
+            service_env(ServiceKind::Cinema, spec, &instance())
+                .into_iter()
+                .find(|e| e.name == "DB_MAX_CONNECTIONS")
+                .and_then(|e| e.value)
+        };
+        assert_eq!(pool(&mbs.spec).as_deref(), Some("20"));
+        mbs.spec.services.cinema.replicas = Some(8);
+        assert_eq!(pool(&mbs.spec).as_deref(), Some("10"));
     }
 }

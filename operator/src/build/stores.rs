@@ -4,7 +4,9 @@
 //! MongoDB runs as a single-member replica set because the services use multi-document
 //! transactions, which MongoDB only offers on replica sets. The replica set is initiated by
 //! the readiness probe (idempotently), so the pod only becomes ready once it is a writable
-//! primary and no separate init Job is needed.
+//! primary and no separate init Job is needed. `topology: Standalone` runs the server as it is
+//! (no `--replSet`, no `mongosh` in the probes: TCP checks), for MongoDB-compatible servers that
+//! are their own replica set, such as the SecantusDB stand-in of the local node.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -27,7 +29,7 @@ use super::config::{
 use super::{
     Instance, StoreKind, default_resources, pull_secrets, restricted_container, restricted_pod,
 };
-use crate::crd::{DataOnDelete, ManagedStore, MovieBookingSystemSpec};
+use crate::crd::{DataOnDelete, ManagedStore, MongoTopology, MovieBookingSystemSpec};
 
 /// UID of the `postgres`, `mongodb`, `redis` and `rabbitmq` users in the official images.
 const STORE_UID: i64 = 999;
@@ -93,9 +95,20 @@ pub fn stateful_set(
         // /etc/rabbitmq and /var/lib/rabbitmq at start-up; it cannot run read-only.
         security.read_only_root_filesystem = Some(false);
     }
-    let (command, args, env) = process(store, inst);
-    let readiness = exec_probe(readiness_command(store, inst), 10, 5, 6);
-    let liveness = exec_probe(liveness_command(store), 30, 10, 6);
+    let standalone = store == StoreKind::Mongodb
+        && managed.topology.unwrap_or_default() == MongoTopology::Standalone;
+    let (command, args, env) = process(store, inst, standalone);
+    let (readiness, liveness) = if standalone {
+        (
+            tcp_probe(store.port(), 5, 5, 6),
+            tcp_probe(store.port(), 30, 10, 6),
+        )
+    } else {
+        (
+            exec_probe(readiness_command(store, inst), 10, 5, 6),
+            exec_probe(liveness_command(store), 30, 10, 6),
+        )
+    };
     let container = Container {
         name: component.into(),
         image: Some(image),
@@ -262,7 +275,7 @@ type Process = (
 );
 
 /// Command, arguments and environment of the store process.
-fn process(store: StoreKind, inst: &Instance) -> Process {
+fn process(store: StoreKind, inst: &Instance, standalone: bool) -> Process {
     let secret = secret_name(inst);
     match store {
         StoreKind::Postgres => (
@@ -274,6 +287,11 @@ fn process(store: StoreKind, inst: &Instance) -> Process {
                 plain_env("POSTGRES_DB", POSTGRES_DB),
                 plain_env("PGDATA", "/var/lib/postgresql/data/pgdata"),
             ],
+        ),
+        StoreKind::Mongodb if standalone => (
+            None,
+            Some(vec!["--bind_ip_all".into()]),
+            vec![plain_env("HOME", "/tmp")],
         ),
         StoreKind::Mongodb => (
             None,
@@ -356,6 +374,22 @@ fn liveness_command(store: StoreKind) -> Vec<String> {
 
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// A TCP connect check: all a standalone MongoDB-compatible server is asked (its image need not
+/// ship `mongosh`); the services' own `/ready` checks that it answers commands.
+fn tcp_probe(port: i32, initial_delay: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(port),
+            ..TCPSocketAction::default()
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
 }
 
 fn exec_probe(command: Vec<String>, initial_delay: i32, period: i32, failures: i32) -> Probe {
@@ -465,6 +499,39 @@ mod tests {
     }
 
     #[test]
+    fn standalone_mongodb_has_no_replica_set_and_tcp_probes() {
+        let mbs = sample();
+        let managed = ManagedStore {
+            image: Some("moviebook.local/mongo-standin-secantusdb:0.7.0b3".into()),
+            topology: Some(MongoTopology::Standalone),
+            ..ManagedStore::default()
+        };
+        let sts = stateful_set(StoreKind::Mongodb, &managed, &mbs.spec, &instance());
+        let c = container(&sts);
+        assert_eq!(c.args.as_deref(), Some(&["--bind_ip_all".to_string()][..]));
+        for probe in [&c.readiness_probe, &c.liveness_probe] {
+            let p = probe.as_ref().expect("probe");
+            assert!(
+                p.exec.is_none(),
+                "no mongosh in a standalone server's image"
+            );
+            assert_eq!(
+                p.tcp_socket.as_ref().map(|t| t.port.clone()),
+                Some(IntOrString::Int(27017))
+            );
+        }
+        // the topology means nothing to the other stores
+        let pg = stateful_set(StoreKind::Postgres, &managed, &mbs.spec, &instance());
+        assert!(
+            container(&pg)
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.exec.as_ref())
+                .is_some()
+        );
+    }
+
+    #[test]
     fn storage_settings_and_delete_policy_are_honoured() {
         let mut mbs = sample();
         mbs.spec.data_on_delete = DataOnDelete::Delete;
@@ -473,6 +540,7 @@ mod tests {
             storage: Some(Quantity("5Gi".into())),
             storage_class: Some("fast".into()),
             resources: None,
+            topology: None,
         };
         let sts = stateful_set(StoreKind::Postgres, &managed, &mbs.spec, &instance());
         assert_eq!(container(&sts).image.as_deref(), Some("postgres:16"));

@@ -1,12 +1,20 @@
-//! The booking service's clients of the other services. Each holds ONE connection pool for the
-//! life of the process (a tonic `Channel` multiplexing HTTP/2 streams, a pooled `reqwest::Client`),
-//! so no request pays for a new connection.
+//! The booking service's clients of the other services. Each holds its connections for the
+//! life of the process (a tonic `Channel` multiplexing HTTP/2 streams per cinema pod, a pooled
+//! `reqwest::Client`), so no request pays for a new connection.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
 
 use moviebook_common::proto::{
     self, BatchGetShowtimesRequest, ConfirmSeatBookingRequest, ConfirmSeatBookingResponse,
@@ -93,28 +101,245 @@ pub fn cinema_error(status: &tonic::Status) -> BookingError {
     }
 }
 
-/// The cinema gRPC client (one lazily connected channel).
-#[derive(Clone)]
-pub struct CinemaClient {
-    inner: CinemaServiceClient<Channel>,
+/// How a call to cinema is retried: reads (and the idempotent releases) move to the next
+/// cinema pod when one answers UNAVAILABLE — a pod that is shutting down, or one this process
+/// has not yet learnt is gone — at most once per known pod, and never more than three times.
+/// LockSeats and ConfirmSeatBooking are not retried here: their outcome is the booking
+/// service's to reconcile (see `outcome_unknown`).
+pub fn retry_on_next(code: Code, attempt: usize, members: usize) -> bool {
+    code == Code::Unavailable && attempt + 1 < members.clamp(1, 3)
 }
 
-impl CinemaClient {
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+/// Resolves a host name to the addresses of its cinema pods.
+pub type Resolver =
+    Arc<dyn Fn(String, u16) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+/// The system resolver (`getaddrinfo`): for a headless Service, one address per ready pod.
+pub fn dns_resolver() -> Resolver {
+    Arc::new(|host: String, port: u16| {
+        Box::pin(async move {
+            let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
+            addrs.sort();
+            addrs.dedup();
+            Ok(addrs)
+        })
+    })
+}
+
+/// One cinema address and the lazily connected HTTP/2 channel to it.
+#[derive(Clone)]
+struct Member {
+    addr: Option<SocketAddr>,
+    client: CinemaServiceClient<Channel>,
+}
+
+/// Where the cinema pods are: the URL's host, resolved again every `every` so that booking's
+/// traffic spreads over every cinema pod (a Kubernetes headless Service answers with one
+/// address per ready pod) and follows them as they come and go. One HTTP/2 connection to a
+/// ClusterIP would pin every request of this process to whichever pod it first reached.
+struct Pool {
+    scheme: String,
+    host: String,
+    port: u16,
+    timeout: Duration,
+    resolver: Resolver,
+    members: RwLock<Arc<Vec<Member>>>,
+    next: AtomicUsize,
+    /// Wakes the refresher early (a call met an unavailable pod).
+    refresh: Notify,
+}
+
+impl Pool {
+    fn channel(&self, uri: &str) -> anyhow::Result<Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(uri.to_owned())?
             .connect_timeout(Duration::from_secs(3))
-            .timeout(timeout)
+            .timeout(self.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true)
-            .connect_lazy();
-        Ok(Self {
-            inner: CinemaServiceClient::new(channel),
-        })
+            .connect_lazy())
     }
 
-    fn client(&self) -> CinemaServiceClient<Channel> {
-        self.inner.clone()
+    fn snapshot(&self) -> Arc<Vec<Member>> {
+        self.members
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Replaces the members by `addrs`, keeping the channel (and its open connection) of every
+    /// address that stays. An empty answer keeps what is known: a pod that really went away
+    /// fails over to the next one, while dropping every address would fail every call.
+    fn update(&self, addrs: &[SocketAddr]) {
+        if addrs.is_empty() {
+            return;
+        }
+        let current = self.snapshot();
+        let same = current.len() == addrs.len()
+            && current.iter().zip(addrs).all(|(m, a)| m.addr == Some(*a));
+        if same {
+            return;
+        }
+        let mut members = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if let Some(m) = current.iter().find(|m| m.addr == Some(*addr)) {
+                members.push(m.clone());
+                continue;
+            }
+            match self.channel(&format!("{}://{addr}", self.scheme)) {
+                Ok(ch) => members.push(Member {
+                    addr: Some(*addr),
+                    client: CinemaServiceClient::new(ch),
+                }),
+                Err(e) => tracing::warn!(%addr, error = %e, "cannot use cinema address"),
+            }
+        }
+        if members.is_empty() {
+            return;
+        }
+        tracing::info!(addresses = ?addrs, "cinema gRPC endpoints");
+        if let Ok(mut m) = self.members.write() {
+            *m = Arc::new(members);
+        }
+    }
+
+    async fn resolve(&self) {
+        match (self.resolver)(self.host.clone(), self.port).await {
+            Ok(addrs) => self.update(&addrs),
+            Err(e) => {
+                tracing::warn!(host = %self.host, error = %e, "cannot resolve the cinema service; keeping the known addresses")
+            }
+        }
+    }
+
+    /// The members in the order this call should try them (round robin).
+    async fn rotation(&self) -> Vec<Member> {
+        let mut members = self.snapshot();
+        if members.is_empty() {
+            self.resolve().await;
+            members = self.snapshot();
+        }
+        if members.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % members.len();
+        members[start..]
+            .iter()
+            .chain(&members[..start])
+            .cloned()
+            .collect()
+    }
+}
+
+/// Re-resolves the pool every `every`, or sooner when a call met an unavailable pod, until
+/// the last client is dropped.
+async fn refresh_loop(pool: Weak<Pool>, every: Duration) {
+    loop {
+        let Some(p) = pool.upgrade() else { return };
+        p.resolve().await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            // A burst of failures re-resolves once, not once per failed call.
+            () = p.refresh.notified() => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+        drop(p);
+    }
+}
+
+/// The cinema gRPC client: a lazily connected HTTP/2 channel per cinema pod, calls spread
+/// round robin over them. Clones share the pool.
+#[derive(Clone)]
+pub struct CinemaClient {
+    pool: Arc<Pool>,
+}
+
+impl CinemaClient {
+    /// `url`'s host is resolved every `resolve_every` (zero: never; the URL is used as it is,
+    /// as it also is for an IP address or https).
+    pub fn new(url: &str, timeout: Duration, resolve_every: Duration) -> anyhow::Result<Self> {
+        Self::with_resolver(url, timeout, resolve_every, dns_resolver())
+    }
+
+    /// [`Self::new`] with another resolver (tests give it fixed addresses).
+    pub fn with_resolver(
+        url: &str,
+        timeout: Duration,
+        resolve_every: Duration,
+        resolver: Resolver,
+    ) -> anyhow::Result<Self> {
+        let uri: http::Uri = url.parse()?;
+        let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow::anyhow!("cinema URL {url} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let balanced =
+            !resolve_every.is_zero() && scheme == "http" && host.parse::<IpAddr>().is_err();
+        let pool = Arc::new(Pool {
+            scheme,
+            host,
+            port,
+            timeout,
+            resolver,
+            members: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            refresh: Notify::new(),
+        });
+        if balanced {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(refresh_loop(Arc::downgrade(&pool), resolve_every));
+            }
+        } else {
+            let client = CinemaServiceClient::new(pool.channel(url)?);
+            if let Ok(mut m) = pool.members.write() {
+                *m = Arc::new(vec![Member { addr: None, client }]);
+            }
+        }
+        Ok(Self { pool })
+    }
+
+    /// The cinema addresses calls are spread over (empty for a URL used as it is).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.pool.snapshot().iter().filter_map(|m| m.addr).collect()
+    }
+
+    /// Runs `call` on the next member; when `retry` and the member is unavailable, on the
+    /// following ones (see [`retry_on_next`]).
+    async fn call<T, F, Fut>(&self, retry: bool, call: F) -> std::result::Result<T, tonic::Status>
+    where
+        F: Fn(CinemaServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let members = self.pool.rotation().await;
+        if members.is_empty() {
+            return Err(tonic::Status::unavailable(format!(
+                "no address of the cinema service {} is known",
+                self.pool.host
+            )));
+        }
+        let mut attempt = 0;
+        loop {
+            let member = &members[attempt % members.len()];
+            match call(member.client.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(status) => {
+                    if status.code() == Code::Unavailable {
+                        self.pool.refresh.notify_one();
+                    }
+                    if !(retry && retry_on_next(status.code(), attempt, members.len())) {
+                        return Err(status);
+                    }
+                    tracing::debug!(addr = ?member.addr, message = status.message(), "cinema pod unavailable; trying the next one");
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     pub async fn list_movies(
@@ -123,55 +348,65 @@ impl CinemaClient {
         limit: i32,
         offset: i32,
     ) -> Result<ListMoviesResponse> {
-        self.client()
-            .list_movies(ListMoviesRequest {
-                genre: genre.unwrap_or_default(),
-                limit,
-                offset,
-                ..ListMoviesRequest::default()
-            })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| cinema_error(&s))
+        let req = ListMoviesRequest {
+            genre: genre.unwrap_or_default(),
+            limit,
+            offset,
+            ..ListMoviesRequest::default()
+        };
+        self.call(true, |mut c| {
+            let req = req.clone();
+            async move { c.list_movies(req).await }
+        })
+        .await
+        .map_err(|s| cinema_error(&s))
     }
 
     pub async fn list_cinemas(&self) -> Result<Vec<proto::CinemaInfo>> {
-        self.client()
-            .list_cinemas(ListCinemasRequest {})
-            .await
-            .map(|r| r.into_inner().cinemas)
-            .map_err(|s| cinema_error(&s))
+        self.call(true, |mut c| async move {
+            c.list_cinemas(ListCinemasRequest {}).await
+        })
+        .await
+        .map(|r| r.cinemas)
+        .map_err(|s| cinema_error(&s))
     }
 
     pub async fn batch_get_showtimes(
         &self,
         ids: Vec<String>,
     ) -> Result<Vec<GetShowtimeDetailsResponse>> {
-        self.client()
-            .batch_get_showtimes(BatchGetShowtimesRequest { showtime_ids: ids })
-            .await
-            .map(|r| r.into_inner().showtimes)
-            .map_err(|s| cinema_error(&s))
+        let req = BatchGetShowtimesRequest { showtime_ids: ids };
+        self.call(true, |mut c| {
+            let req = req.clone();
+            async move { c.batch_get_showtimes(req).await }
+        })
+        .await
+        .map(|r| r.showtimes)
+        .map_err(|s| cinema_error(&s))
     }
 
     pub async fn showtime(&self, id: &str) -> Result<GetShowtimeDetailsResponse> {
-        self.client()
-            .get_showtime_details(GetShowtimeDetailsRequest {
-                showtime_id: id.to_owned(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| cinema_error(&s))
+        let req = GetShowtimeDetailsRequest {
+            showtime_id: id.to_owned(),
+        };
+        self.call(true, |mut c| {
+            let req = req.clone();
+            async move { c.get_showtime_details(req).await }
+        })
+        .await
+        .map_err(|s| cinema_error(&s))
     }
 
     pub async fn seat_map(&self, id: &str) -> Result<GetSeatMapResponse> {
-        self.client()
-            .get_seat_map(GetSeatMapRequest {
-                showtime_id: id.to_owned(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| cinema_error(&s))
+        let req = GetSeatMapRequest {
+            showtime_id: id.to_owned(),
+        };
+        self.call(true, |mut c| {
+            let req = req.clone();
+            async move { c.get_seat_map(req).await }
+        })
+        .await
+        .map_err(|s| cinema_error(&s))
     }
 
     pub async fn lock_seats(
@@ -181,25 +416,30 @@ impl CinemaClient {
         booking_id: &str,
         hold: Duration,
     ) -> std::result::Result<LockSeatsResponse, tonic::Status> {
-        self.client()
-            .lock_seats(LockSeatsRequest {
-                showtime_id: showtime_id.to_owned(),
-                seat_numbers: seats.to_vec(),
-                booking_id: booking_id.to_owned(),
-                lock_duration_seconds: i32::try_from(hold.as_secs()).unwrap_or(300),
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        let req = LockSeatsRequest {
+            showtime_id: showtime_id.to_owned(),
+            seat_numbers: seats.to_vec(),
+            booking_id: booking_id.to_owned(),
+            lock_duration_seconds: i32::try_from(hold.as_secs()).unwrap_or(300),
+        };
+        self.call(false, |mut c| {
+            let req = req.clone();
+            async move { c.lock_seats(req).await }
+        })
+        .await
     }
 
     /// Releases a hold. Idempotent on the cinema side; failures are logged, not returned: a
     /// hold that cannot be released now lapses by itself.
     pub async fn release_lock(&self, lock_id: &str, booking_id: &str) {
+        let req = ReleaseSeatLockRequest {
+            lock_id: lock_id.to_owned(),
+            booking_id: booking_id.to_owned(),
+        };
         let r = self
-            .client()
-            .release_seat_lock(ReleaseSeatLockRequest {
-                lock_id: lock_id.to_owned(),
-                booking_id: booking_id.to_owned(),
+            .call(true, |mut c| {
+                let req = req.clone();
+                async move { c.release_seat_lock(req).await }
             })
             .await;
         if let Err(e) = r {
@@ -213,26 +453,32 @@ impl CinemaClient {
         booking_id: &str,
         user_id: &str,
     ) -> std::result::Result<ConfirmSeatBookingResponse, tonic::Status> {
-        self.client()
-            .confirm_seat_booking(ConfirmSeatBookingRequest {
-                lock_id: lock_id.to_owned(),
-                booking_id: booking_id.to_owned(),
-                user_id: user_id.to_owned(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        let req = ConfirmSeatBookingRequest {
+            lock_id: lock_id.to_owned(),
+            booking_id: booking_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        self.call(false, |mut c| {
+            let req = req.clone();
+            async move { c.confirm_seat_booking(req).await }
+        })
+        .await
     }
 
-    /// Returns sold seats to sale (cancel after payment). Idempotent.
+    /// Returns sold seats to sale (cancel after payment). Idempotent, so retried on the next
+    /// pod like a read.
     pub async fn release_booked(&self, booking_id: &str, showtime_id: &str) -> Result<()> {
-        self.client()
-            .release_booked_seats(ReleaseBookedSeatsRequest {
-                booking_id: booking_id.to_owned(),
-                showtime_id: showtime_id.to_owned(),
-            })
-            .await
-            .map(|_| ())
-            .map_err(|s| cinema_error(&s))
+        let req = ReleaseBookedSeatsRequest {
+            booking_id: booking_id.to_owned(),
+            showtime_id: showtime_id.to_owned(),
+        };
+        self.call(true, |mut c| {
+            let req = req.clone();
+            async move { c.release_booked_seats(req).await }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| cinema_error(&s))
     }
 }
 
@@ -532,5 +778,66 @@ mod tests {
         );
         assert!(outcome_unknown(Code::DeadlineExceeded));
         assert!(!outcome_unknown(Code::FailedPrecondition));
+    }
+
+    #[test]
+    fn only_unavailable_moves_to_the_next_pod_and_each_pod_once() {
+        assert!(retry_on_next(Code::Unavailable, 0, 2));
+        assert!(!retry_on_next(Code::Unavailable, 1, 2), "both pods tried");
+        assert!(
+            !retry_on_next(Code::Unavailable, 0, 1),
+            "one pod: nothing else to try"
+        );
+        assert!(retry_on_next(Code::Unavailable, 1, 5));
+        assert!(
+            !retry_on_next(Code::Unavailable, 2, 5),
+            "at most three attempts"
+        );
+        assert!(!retry_on_next(Code::NotFound, 0, 3));
+        assert!(!retry_on_next(Code::DeadlineExceeded, 0, 3));
+    }
+
+    fn fixed(addrs: Vec<SocketAddr>) -> Resolver {
+        Arc::new(move |_, _| {
+            let addrs = addrs.clone();
+            Box::pin(async move { Ok(addrs) })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_name_is_resolved_into_one_member_per_address_and_rotated() {
+        let a: SocketAddr = "10.0.0.1:9090".parse().expect("addr");
+        let b: SocketAddr = "10.0.0.2:9090".parse().expect("addr");
+        let client = CinemaClient::with_resolver(
+            "http://cinema-grpc.shop.svc:9090",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            fixed(vec![a, b]),
+        )
+        .expect("client");
+        let first = client.pool.rotation().await;
+        assert_eq!(client.addresses(), [a, b]);
+        let second = client.pool.rotation().await;
+        assert_ne!(first[0].addr, second[0].addr, "round robin");
+        // an empty answer keeps the known pods; a new answer replaces them
+        client.pool.update(&[]);
+        assert_eq!(client.addresses(), [a, b]);
+        client.pool.update(&[b]);
+        assert_eq!(client.addresses(), [b]);
+    }
+
+    #[tokio::test]
+    async fn an_ip_address_or_a_zero_interval_is_used_as_it_is() {
+        let never: Resolver =
+            Arc::new(|_, _| Box::pin(async { Err(std::io::Error::other("must not resolve")) }));
+        for (url, every) in [
+            ("http://127.0.0.1:9090", Duration::from_secs(5)),
+            ("http://cinema:9090", Duration::ZERO),
+        ] {
+            let c = CinemaClient::with_resolver(url, Duration::from_secs(1), every, never.clone())
+                .expect("client");
+            assert_eq!(c.pool.rotation().await.len(), 1, "{url}");
+            assert!(c.addresses().is_empty(), "{url}");
+        }
     }
 }

@@ -21,6 +21,10 @@ pub struct Config {
     pub mongodb_url: String,
     pub rabbitmq_url: String,
     pub cinema_grpc_url: String,
+    /// How often the host of `CINEMA_GRPC_URL` is resolved again (`CINEMA_GRPC_RESOLVE_SECONDS`,
+    /// 5; 0: never). Calls are spread over every address it resolves to, so a Kubernetes
+    /// headless Service spreads them over every ready cinema pod.
+    pub cinema_resolve_interval: Duration,
     pub user_service_url: String,
     pub payment_service_url: String,
     pub jwt_secret: String,
@@ -76,6 +80,10 @@ impl Config {
                 defaults::CINEMA_GRPC_URL,
                 &["http", "https"],
             )?,
+            cinema_resolve_interval: secs_or(
+                "CINEMA_GRPC_RESOLVE_SECONDS",
+                Duration::from_secs(5),
+            )?,
             user_service_url: url_or(
                 "USER_SERVICE_URL",
                 defaults::USER_SERVICE_URL,
@@ -119,6 +127,7 @@ impl Config {
             mongodb_url: mongodb_url.to_owned(),
             rabbitmq_url: rabbitmq_url.to_owned(),
             cinema_grpc_url: cinema_grpc_url.to_owned(),
+            cinema_resolve_interval: Duration::from_secs(5),
             user_service_url: user_service_url.to_owned(),
             payment_service_url: payment_service_url.to_owned(),
             jwt_secret: defaults::JWT_SECRET.to_owned(),

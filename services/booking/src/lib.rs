@@ -57,7 +57,11 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn build(config: Config) -> anyhow::Result<Arc<Booker>> {
     let config = Arc::new(config);
     let store = connect_store(&config).await?;
-    let cinema = CinemaClient::new(&config.cinema_grpc_url, config.upstream_timeout)?;
+    let cinema = CinemaClient::new(
+        &config.cinema_grpc_url,
+        config.upstream_timeout,
+        config.cinema_resolve_interval,
+    )?;
     let rest = RestClients::new(
         &config.user_service_url,
         &config.payment_service_url,

@@ -1,0 +1,118 @@
+//! Booking's cinema client against several REAL cinema servers, as it meets the pods behind a
+//! Kubernetes headless Service: calls spread over every address the name resolves to, and a
+//! read that meets an unavailable pod (gone, or shutting down) is answered by the next one.
+//!
+//! The two cinema servers are told apart by their data: one has the sample catalogue, the other
+//! an empty one, so which pod answered shows in the answer.
+
+mod common;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use booking_service::clients::{CinemaClient, Resolver};
+use cinema_service::testdb::TestDb;
+use moviebook_common::shutdown;
+use tokio::net::TcpListener;
+
+struct Cinema {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: TestDb,
+}
+
+async fn cinema(seeded: bool) -> Cinema {
+    let db = TestDb::create(&common::env("DATABASE_URL"), "moviebook_cinema_test")
+        .await
+        .expect("cinema test database");
+    if seeded {
+        let pool = cinema_service::store::pool(&db.url, 2, Duration::from_secs(10)).expect("pool");
+        cinema_service::seed::run(&pool).await.expect("seed");
+        pool.close().await;
+    }
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = grpc.local_addr().expect("addr");
+    let (stop, rx) = shutdown::channel();
+    let task = tokio::spawn(cinema_service::run(
+        cinema_service::Config::for_database(&db.url),
+        http,
+        grpc,
+        shutdown::wait(rx),
+    ));
+    Cinema {
+        addr,
+        stop,
+        task,
+        _db: db,
+    }
+}
+
+/// An address nothing listens on (a pod that is gone).
+async fn dead_address() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr
+}
+
+fn resolver(addrs: Vec<SocketAddr>) -> Resolver {
+    Arc::new(move |_, _| {
+        let addrs = addrs.clone();
+        Box::pin(async move { Ok(addrs) })
+    })
+}
+
+#[tokio::test]
+async fn reads_spread_over_every_pod_and_fail_over_to_the_next() {
+    let full = cinema(true).await;
+    let empty = cinema(false).await;
+    let dead = dead_address().await;
+    let client = CinemaClient::with_resolver(
+        "http://cinema-grpc.moviebook.svc:9090",
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+        resolver(vec![full.addr, dead, empty.addr]),
+    )
+    .expect("client");
+
+    // Both servers answer (the empty catalogue and the full one both show up), and no call
+    // fails although one address in three is dead: each such call moved to the next pod.
+    let (mut from_full, mut from_empty) = (0, 0);
+    for i in 0..30 {
+        let movies = client
+            .list_movies(None, 50, 0)
+            .await
+            .unwrap_or_else(|e| panic!("call {i} failed: {e:?}"));
+        if movies.movies.is_empty() {
+            from_empty += 1;
+        } else {
+            from_full += 1;
+        }
+    }
+    assert!(
+        from_full >= 5 && from_empty >= 5,
+        "calls must spread over both pods: {from_full} from the seeded one, {from_empty} from the empty one"
+    );
+    let mut addrs = client.addresses();
+    addrs.sort();
+    let mut want = vec![full.addr, dead, empty.addr];
+    want.sort();
+    assert_eq!(addrs, want);
+
+    // One pod stops (its address is still listed, as right after a rolling update began):
+    // every read is still answered, now by the other one.
+    full.stop.send(true).expect("stop");
+    full.task
+        .await
+        .expect("join")
+        .expect("cinema stopped cleanly");
+    for i in 0..20 {
+        let movies = client
+            .list_movies(None, 50, 0)
+            .await
+            .unwrap_or_else(|e| panic!("call {i} after the stop failed: {e:?}"));
+        assert!(movies.movies.is_empty(), "only the empty cinema is left");
+    }
+    let _ = empty.stop.send(true);
+}
