@@ -535,6 +535,22 @@ pub const PAY: &str = "mutation($b: ID!, $m: String!, $d: String) { processPayme
 pub const CANCEL: &str =
     "mutation($b: ID!) { cancelBooking(bookingId: $b) { success message booking { status } } }";
 
+/// Runs the reconciliation audit, the oracle of the money tests, and insists that it found
+/// nothing wrong; answers the report for the test's own checks of counts and sums.
+pub async fn audit_clean(
+    booker: &booking_service::service::Booker,
+    context: &str,
+) -> booking_service::audit::Report {
+    let report = booking_service::audit::run(booker).await.expect("audit");
+    assert_eq!(
+        report.inconsistencies,
+        Vec::<String>::new(),
+        "{context}: {:?}",
+        report.lines()
+    );
+    report
+}
+
 /// The `extensions.code` of the first error.
 pub fn code(body: &Value) -> String {
     body["errors"][0]["extensions"]["code"]
