@@ -8,7 +8,7 @@
 use axum::{
     Json,
     extract::{FromRequest, Request, rejection::JsonRejection},
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -55,6 +55,19 @@ pub fn service_error_response(
     error_response(status, code, error.to_string())
 }
 
+/// A 413 for a body over the limit, marked `Connection: close`.
+///
+/// The server answers before reading the rest of the body and then drops the connection, so a
+/// client that pooled it would send its next request into a closed socket (seen in CI as
+/// `IncompleteMessage` on the request after the 413). The header tells clients and proxies not
+/// to reuse it.
+pub fn payload_too_large(message: impl Into<String>) -> Response {
+    let mut r = error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// The status and code for a rejected JSON body. Pure, so the mapping is unit tested.
 pub fn json_rejection_status(rejection: &JsonRejection) -> (StatusCode, &'static str) {
     match rejection {
@@ -86,6 +99,9 @@ where
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => {
                 let (status, code) = json_rejection_status(&rejection);
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    return Err(payload_too_large(rejection.body_text()));
+                }
                 Err(error_response(status, code, rejection.body_text()))
             }
         }
@@ -132,5 +148,13 @@ mod tests {
         );
         assert_eq!(r.status(), StatusCode::CONFLICT);
         assert_eq!(body(r).await.error.message, "email already registered");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_closes_the_connection() {
+        let r = payload_too_large("request body exceeds 65536 bytes");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        assert_eq!(body(r).await.error.code, "PAYLOAD_TOO_LARGE");
     }
 }

@@ -444,6 +444,12 @@ async fn bad_input_gets_a_4xx_with_a_code() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The server drops the connection without reading the rest, so it must say so; otherwise the
+    // client's pool reuses the dead socket and the next request fails (IncompleteMessage).
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
 
     // Password change: the current password is required, then the new one works.
     let (id, token) = app.user("erin@example.com").await;
