@@ -45,6 +45,10 @@ pub struct Config {
     /// GraphQL limits (`GRAPHQL_MAX_DEPTH` 10, `GRAPHQL_MAX_COMPLEXITY` 500).
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Seat maps one GraphQL request may read (`GRAPHQL_MAX_SEAT_MAPS`, 4): each is a call to
+    /// the cinema service, and lists (movies → showtimes → seats) would otherwise fan one
+    /// anonymous query out into hundreds of them within the complexity limit.
+    pub max_seat_maps: usize,
     /// Most seats in one booking (`MAX_SEATS_PER_BOOKING`, 10).
     pub max_seats: usize,
     /// Currency of every booking (`CURRENCY`, USD).
@@ -54,6 +58,10 @@ pub struct Config {
     /// The armed crash point of the crash tests (`BOOKING_CRASH_POINT`, unset; see
     /// [`crate::crash`]). Never set in a deployment.
     pub crash_point: Option<String>,
+    /// Whether the armed point pauses until SIGUSR1 instead of waiting to be killed
+    /// (`BOOKING_CRASH_PAUSE`, false): the store-outage tests cut MongoDB while the process is
+    /// stopped at the point, then let it go on.
+    pub crash_pause: bool,
 }
 
 impl Config {
@@ -105,10 +113,12 @@ impl Config {
             max_body_bytes: var_or("MAX_BODY_BYTES", 64 * 1024)?,
             max_depth: var_or("GRAPHQL_MAX_DEPTH", 10)?,
             max_complexity: var_or("GRAPHQL_MAX_COMPLEXITY", 500)?,
+            max_seat_maps: var_or("GRAPHQL_MAX_SEAT_MAPS", 4)?,
             max_seats: var_or("MAX_SEATS_PER_BOOKING", 10)?,
             currency: string_or("CURRENCY", "USD"),
             sweeper_enabled: var_or("SWEEPER_ENABLED", true)?,
             crash_point: crash_point(std::env::var("BOOKING_CRASH_POINT").ok())?,
+            crash_pause: var_or("BOOKING_CRASH_PAUSE", false)?,
         })
     }
 
@@ -140,10 +150,12 @@ impl Config {
             max_body_bytes: 64 * 1024,
             max_depth: 10,
             max_complexity: 500,
+            max_seat_maps: 4,
             max_seats: 10,
             currency: "USD".to_owned(),
             sweeper_enabled: true,
             crash_point: None,
+            crash_pause: false,
         }
     }
 }

@@ -67,7 +67,12 @@ pub struct Booker {
 impl Booker {
     /// A step boundary of the crash tests ([`crate::crash`]).
     async fn crash_point(&self, point: &'static str) {
-        crate::crash::reached(self.config.crash_point.as_deref(), point).await;
+        crate::crash::reached(
+            self.config.crash_point.as_deref(),
+            self.config.crash_pause,
+            point,
+        )
+        .await;
     }
 
     pub fn new(

@@ -262,3 +262,65 @@ async fn hostile_inputs_get_codes_and_never_a_5xx() {
     assert!(body["data"]["showtime"].is_null(), "{body}");
     stack.stop().await;
 }
+
+/// Issue 13: an anonymous query over lists cannot fan out into one cinema call per showtime.
+/// The complexity limit lets `movies(limit: 3) { showtimes { seats } }` through (its lists'
+/// lengths are unknown before they are fetched); the seat-map budget stops it at 4 calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_cannot_fan_out_into_seat_maps() {
+    let stack = Stack::start(Options {
+        notification: false,
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = stack
+        .gql(
+            None,
+            "{ movies(limit: 3) { showtimes { id seats { seatNumber status } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let showtimes: usize = body["data"]["movies"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["showtimes"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        showtimes > 4,
+        "the sample catalogue gives more showtimes than the budget: {showtimes}"
+    );
+    let errors = body["errors"].as_array().cloned().unwrap_or_default();
+    let exceeded = errors
+        .iter()
+        .filter(|e| e["extensions"]["code"] == "SEAT_MAPS_EXCEEDED")
+        .count();
+    assert_eq!(exceeded, showtimes - 4, "{errors:?}");
+    assert_eq!(exceeded, errors.len(), "no other error: {errors:?}");
+
+    // Four seat maps in one request are fine (a storefront showing a few screens).
+    let ids: Vec<String> = stack.showtimes().await.into_iter().take(4).collect();
+    let query = format!(
+        "{{ {} }}",
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| format!("s{i}: showtime(id: \"{id}\") {{ seats {{ seatNumber }} }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let (status, body) = stack.gql(None, &query, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+    for i in 0..4 {
+        assert!(
+            body["data"][format!("s{i}")]["seats"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "{body}"
+        );
+    }
+    stack.stop().await;
+}

@@ -33,6 +33,29 @@ pub struct AppCtx {
     pub booker: Arc<Booker>,
 }
 
+/// How many more seat maps this request may read (`GRAPHQL_MAX_SEAT_MAPS`). Complexity
+/// weights cannot bound the calls a list fans out into (a list's length is unknown before it
+/// is fetched), so each seat map takes one unit and the request gets `SEAT_MAPS_EXCEEDED`
+/// once they are spent, before the call is made.
+#[derive(Debug)]
+pub struct SeatMapBudget(std::sync::atomic::AtomicUsize);
+
+impl SeatMapBudget {
+    pub fn new(max: usize) -> Self {
+        Self(std::sync::atomic::AtomicUsize::new(max))
+    }
+
+    /// Takes one unit; `false` when none is left.
+    pub fn take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+}
+
 /// The caller as seen by this request: anonymous (browsing is public), verified, or holding a
 /// token that failed verification (refused as soon as a resolver needs a caller).
 #[derive(Debug, Clone)]
@@ -292,11 +315,18 @@ pub async fn graphql(
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            return request_error(
+            let mut r = request_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 format!("request body exceeds {} bytes", state.max_body_bytes),
             );
+            // The rest of the body is never read, so the connection is dropped: say so, or a
+            // client's pool reuses a closed socket (see `moviebook_common::error::payload_too_large`).
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     };
     let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
@@ -324,7 +354,13 @@ pub async fn graphql(
         .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
     let mut response = state
         .schema
-        .execute(request.data(auth).data(loader).data(IdempotencyHeader(key)))
+        .execute(
+            request
+                .data(auth)
+                .data(loader)
+                .data(IdempotencyHeader(key))
+                .data(SeatMapBudget::new(state.booker.config.max_seat_maps)),
+        )
         .await;
     let executed = !matches!(response.data, async_graphql::Value::Null)
         || response.errors.iter().any(|e| !e.path.is_empty());
@@ -346,4 +382,19 @@ pub async fn graphql(
         }
     }
     Json(response).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeatMapBudget;
+
+    #[test]
+    fn the_seat_map_budget_runs_out_and_stays_out() {
+        let b = SeatMapBudget::new(2);
+        assert!(b.take());
+        assert!(b.take());
+        assert!(!b.take());
+        assert!(!b.take());
+        assert!(!SeatMapBudget::new(0).take());
+    }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use async_graphql::{ComplexObject, Context, Enum, ID, Object, Result, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, ErrorExtensions, ID, Object, Result, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 use moviebook_common::proto::{self, CinemaInfo, MovieInfo, SeatMapSeat, ShowtimeInfo};
 
@@ -180,10 +182,18 @@ impl Showtime {
         })
     }
     /// The seat map with each seat's live status. One gRPC call per showtime, so it is
-    /// expensive in the complexity budget: ask for it on `showtime(id)`, not across lists.
+    /// expensive in the complexity budget and a request may read only a few
+    /// (`SEAT_MAPS_EXCEEDED` after that): ask for it on `showtime(id)`, not across lists.
     #[graphql(complexity = 50)]
     async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>> {
         let app = ctx.data::<AppCtx>()?;
+        if !ctx.data::<super::SeatMapBudget>()?.take() {
+            return Err(async_graphql::Error::new(format!(
+                "a request may read {} seat maps at most; ask for seats on showtime(id)",
+                app.booker.config.max_seat_maps
+            ))
+            .extend_with(|_, e| e.set("code", "SEAT_MAPS_EXCEEDED")));
+        }
         let map = app
             .booker
             .cinema
