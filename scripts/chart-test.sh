@@ -250,6 +250,8 @@ delete jobs.batch anywhere
 patch horizontalpodautoscalers.autoscaling anywhere
 patch poddisruptionbudgets.policy anywhere
 patch ingresses.networking.k8s.io anywhere
+patch networkpolicies.networking.k8s.io anywhere
+delete networkpolicies.networking.k8s.io anywhere
 create events.events.k8s.io anywhere
 create leases.coordination.k8s.io home
 get leases.coordination.k8s.io/moviebook-operator home

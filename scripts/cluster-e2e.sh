@@ -8,7 +8,9 @@
 #      NetworkPolicies enforced (scripts/cluster-netpol-check.sh)
 #   2. helm install of charts/moviebook in its own namespace: the operator runs as a pod; the
 #      MovieBookingSystem (stand-in stores, gateway none, sample data) becomes Ready
-#   3. the documented flow over the wire from the host (scripts/flow_check.py flow)
+#   3. the documented flow over the wire from the host (scripts/flow_check.py flow); each
+#      MongoDB service in its own database; the operator's NetworkPolicies enforced: a pod of
+#      no MovieBook component reaches no store and no internal API, booking reaches what it calls
 #   4. booking scaled to 3 replicas through the resource: 3 Ready pods
 #   5. `paused: true` stops changes (a replica change is not applied), unpausing applies it
 #   6. a version bump runs every service's new migration Job to success before its rollout, and
@@ -218,6 +220,38 @@ assert not owners, 'users also in %s' % owners
 print(sorted(names))
 " >"$WORK/dbs.log" 2>&1 || { cat "$WORK/dbs.log" >&2; fail "the services share MongoDB databases"; }
 ok "databases: $(tail -n 1 "$WORK/dbs.log")"
+
+step "the operator's NetworkPolicies (kube-router enforces them): a stranger pod reaches no store and no internal API"
+[[ $(k get networkpolicy -l "app.kubernetes.io/instance=$SYS" -o name | wc -l) -ge 8 ]] \
+  || fail "the operator created no NetworkPolicies: $(k get networkpolicy -o name | tr '\n' ' ')"
+k apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata: {name: e2e-stranger, labels: {app: e2e-stranger}}
+spec:
+  containers: [{name: pause, image: "moviebook.local/pause:1", imagePullPolicy: Never}]
+EOF
+k wait --for=condition=Ready pod/e2e-stranger --timeout=120s >/dev/null || fail "the stranger pod did not start"
+netcheck() { # expected-exit pod target port: 0 connected, 1 refused (2, a lookup error, never passes)
+  local want=$1 rc=0; shift
+  scripts/cluster-netcheck.sh "$NS" "$@" 2 >/dev/null || rc=$?
+  [[ $rc == "$want" ]]
+}
+booking_pod=$(k get pods -l "app.kubernetes.io/name=booking,app.kubernetes.io/instance=$SYS" --field-selector=status.phase=Running -o 'jsonpath={.items[0].metadata.name}')
+notification_pod=$(k get pods -l "app.kubernetes.io/name=notification,app.kubernetes.io/instance=$SYS" --field-selector=status.phase=Running -o 'jsonpath={.items[0].metadata.name}')
+for target in "pod/$SYS-postgres-0 5432" "pod/$SYS-mongodb-0 27017" "pod/$SYS-redis-0 6379" \
+  "pod/$SYS-rabbitmq-0 5672" "svc/$SYS-cinema 9090" "svc/$SYS-payment 8003" "svc/$SYS-notification 8004"; do
+  set -- $target
+  netcheck 1 e2e-stranger "$1" "$2" || fail "a pod of no MovieBook component reaches $1:$2 (or it could not be looked up)"
+done
+netcheck 0 e2e-stranger "svc/$SYS-public-graphql" 80 || fail "the public GraphQL Service refuses a pod"
+netcheck 0 "$booking_pod" "svc/$SYS-cinema" 9090 || fail "booking cannot reach cinema's gRPC port"
+netcheck 0 "$booking_pod" "svc/$SYS-payment" 8003 || fail "booking cannot reach the payment service"
+netcheck 1 "$booking_pod" "pod/$SYS-postgres-0" 5432 || fail "booking reaches PostgreSQL (only cinema may)"
+netcheck 1 "$notification_pod" "svc/$SYS-payment" 8003 || fail "notification reaches the payment service"
+netcheck 0 "$notification_pod" "pod/$SYS-redis-0" 6379 || fail "notification cannot reach Redis"
+k delete pod e2e-stranger --wait=false >/dev/null
+ok "stranger: no store, no cinema gRPC, no payment, no notification; public GraphQL yes; booking -> cinema gRPC and payment yes, -> PostgreSQL no; notification -> Redis yes, -> payment no"
 
 # ---- 4. scale ---------------------------------------------------------------------------------
 ready_pods() { # component -> number of Ready pods

@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -158,6 +158,7 @@ pub struct Observed {
     pub hpas: Vec<HorizontalPodAutoscaler>,
     pub pdbs: Vec<PodDisruptionBudget>,
     pub ingresses: Vec<Ingress>,
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 async fn observe(client: &Client, inst: &Instance) -> Result<Observed> {
@@ -170,6 +171,7 @@ async fn observe(client: &Client, inst: &Instance) -> Result<Observed> {
         hpas: apply::list(client, ns, &sel).await?,
         pdbs: apply::list(client, ns, &sel).await?,
         ingresses: apply::list(client, ns, &sel).await?,
+        network_policies: apply::list(client, ns, &sel).await?,
     })
 }
 
@@ -194,6 +196,21 @@ async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Resul
         .map(|b| String::from_utf8_lossy(&b.0).into_owned()))
 }
 
+/// A cluster-wide operator may touch Secrets only in the namespaces its chart granted
+/// (`rbac.secretNamespaces`); a system elsewhere is told so in its status instead of retrying.
+fn secrets_forbidden(e: kube::Error, ns: &str) -> Error {
+    match e {
+        kube::Error::Api(s) if s.is_forbidden() => Error::Forbidden(format!(
+            "the operator may not read Secrets in namespace {ns}: add {ns} to the chart's \
+             rbac.secretNamespaces (or install the operator with operator.watchNamespace={ns})"
+        )),
+        e => Error::Kube {
+            action: "reading the generated Secret".into(),
+            source: e,
+        },
+    }
+}
+
 /// Resolves credentials (reusing generated ones), referenced Secrets and workload state.
 async fn resolve(
     client: &Client,
@@ -205,7 +222,7 @@ async fn resolve(
     let generated: BTreeMap<String, String> = Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(&config::secret_name(inst))
         .await
-        .context("reading the generated Secret")?
+        .map_err(|e| secrets_forbidden(e, ns))?
         .and_then(|s| s.data)
         .unwrap_or_default()
         .into_iter()
@@ -389,7 +406,9 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
 
     hand_replicas_to_hpa(client, &ns, &desired, &observed).await?;
 
-    // 1. configuration, 2. stores, 3. migrations, 4. services, 5. gateway
+    // 1. network policies (before any pod they protect) and configuration, 2. stores,
+    // 3. migrations, 4. services, 5. gateway
+    apply::apply_all(client, &ns, &desired.network_policies).await?;
     apply::apply_all(client, &ns, &desired.secrets).await?;
     apply::apply_all(client, &ns, &desired.config_maps).await?;
     apply::apply_all(client, &ns, &desired.store_services).await?;
@@ -440,6 +459,15 @@ async fn apply_phase(mbs: Arc<MovieBookingSystem>, ctx: Arc<Context>) -> Result<
     pruned.extend(apply::prune(client, &ns, &observed.hpas, &desired.hpas).await?);
     pruned.extend(apply::prune(client, &ns, &observed.pdbs, &desired.pdbs).await?);
     pruned.extend(apply::prune(client, &ns, &observed.ingresses, &desired.ingresses).await?);
+    pruned.extend(
+        apply::prune(
+            client,
+            &ns,
+            &observed.network_policies,
+            &desired.network_policies,
+        )
+        .await?,
+    );
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects no longer desired");
     }
@@ -562,7 +590,8 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Reports a spec that cannot be acted upon: `Ready=False/InvalidSpec` and a Warning Event.
+/// Reports a spec that cannot be acted upon: `Ready=False` with the error's reason
+/// (`InvalidSpec`, `Forbidden`) and a Warning Event.
 async fn report_invalid(
     mbs: &MovieBookingSystem,
     ctx: &Context,
@@ -580,14 +609,14 @@ async fn report_invalid(
         .cloned();
     let unchanged = previous
         .as_ref()
-        .is_some_and(|c| c.status == "False" && c.reason == "InvalidSpec" && c.message == message);
+        .is_some_and(|c| c.status == "False" && c.reason == err.reason() && c.message == message);
     new.conditions.retain(|c| c.type_ != status::READY);
     new.conditions.insert(
         0,
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: status::READY.into(),
             status: "False".into(),
-            reason: "InvalidSpec".into(),
+            reason: err.reason().into(),
             message: message.clone(),
             observed_generation: mbs.metadata.generation,
             last_transition_time: previous
@@ -599,7 +628,7 @@ async fn report_invalid(
     debug!(name = %inst.name, "invalid spec: {message}");
     write_status(ctx, mbs, &new).await?;
     if !unchanged {
-        publish(ctx, mbs, EventType::Warning, "InvalidSpec", message).await;
+        publish(ctx, mbs, EventType::Warning, err.reason(), message).await;
     }
     Ok(())
 }
@@ -857,6 +886,32 @@ pub fn object_ref(mbs: &MovieBookingSystem) -> ObjectRef<MovieBookingSystem> {
 mod tests {
     use super::*;
     use crate::crd::{ComponentStatus, MigrationStatus};
+
+    #[test]
+    fn secrets_outside_the_granted_namespaces_are_reported_not_retried() {
+        let denied = kube::Error::Api(
+            kube::core::Status::failure("secrets is forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let err = secrets_forbidden(denied, "shop");
+        assert!(err.is_user_error(), "{err}");
+        assert_eq!(err.reason(), "Forbidden");
+        assert!(
+            err.to_string()
+                .contains("add shop to the chart's rbac.secretNamespaces"),
+            "{err}"
+        );
+
+        let other = kube::Error::Api(
+            kube::core::Status::failure("etcd timeout", "Timeout")
+                .with_code(504)
+                .boxed(),
+        );
+        let err = secrets_forbidden(other, "shop");
+        assert!(!err.is_user_error(), "{err}");
+        assert_eq!(err.metric_label(), "kube");
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

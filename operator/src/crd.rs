@@ -130,6 +130,33 @@ pub struct MovieBookingSystemSpec {
     /// Log filter passed to every service as `RUST_LOG`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+
+    /// NetworkPolicies that let each pod of the installation be reached only by the pods that
+    /// need it (on by default; they take effect where the network plugin enforces them).
+    #[serde(default)]
+    pub network_policies: NetworkPoliciesSpec,
+}
+
+/// `spec.networkPolicies`.
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPoliciesSpec {
+    /// Creates the policies (true by default). Off: none are created and existing ones are
+    /// removed. Ingress only: each pod's callers are listed, its outgoing traffic is not
+    /// restricted. Policies add up, so a scraper in another namespace (Prometheus) needs an
+    /// allowing policy of your own.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPoliciesSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_image_registry() -> String {
@@ -300,7 +327,8 @@ pub struct KongSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 20))]
     pub replicas: i32,
-    /// Requests per minute allowed per client IP (Kong rate-limiting, policy `local`).
+    /// Requests per minute allowed per client IP (Kong rate-limiting, policy `local`: the count
+    /// is kept by each Kong pod, so with N replicas a client gets up to N times this).
     #[serde(default = "default_rate_limit")]
     #[schemars(range(min = 1))]
     pub rate_limit_per_minute: i32,
@@ -316,6 +344,13 @@ pub struct KongSpec {
     pub node_port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// CIDRs of the proxies in front of Kong (a load balancer, an ingress controller) whose
+    /// `X-Forwarded-For` is believed. Empty (the default): the header is ignored and the client
+    /// is the TCP peer, so no client can choose the IP it is rate-limited as. With a NodePort
+    /// or LoadBalancer Service the peer is the real client (`externalTrafficPolicy: Local`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for KongSpec {
@@ -328,6 +363,7 @@ impl Default for KongSpec {
             service_type: GatewayServiceType::default(),
             node_port: None,
             resources: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -20,6 +20,11 @@ pub enum Error {
     #[error("missing secret: {0}")]
     MissingSecret(String),
 
+    /// The operator's RBAC does not cover this resource's namespace (a deployment choice the
+    /// installer must change, not a transient failure).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+
     /// The object lacks metadata the API server always sets (name, namespace, uid).
     #[error("object has no {0}")]
     MissingMetadata(&'static str),
@@ -41,6 +46,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingSecret(_) => "missing_secret",
             Error::MissingMetadata(_) => "missing_metadata",
+            Error::Forbidden(_) => "forbidden",
             Error::Finalizer(_) => "finalizer",
             Error::Serialize(_) => "serialize",
         }
@@ -48,7 +54,18 @@ impl Error {
 
     /// Errors a user must fix in the spec (retrying sooner will not help).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::MissingSecret(_))
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::MissingSecret(_) | Error::Forbidden(_)
+        )
+    }
+
+    /// The `reason` of the `Ready=False` condition and Warning Event for a user error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Forbidden(_) => "Forbidden",
+            _ => "InvalidSpec",
+        }
     }
 }
 

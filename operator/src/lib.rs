@@ -23,7 +23,7 @@
 //! | `batch` | `jobs` | get, list, watch, create, patch, update, delete |
 //! | `autoscaling` | `horizontalpodautoscalers` | get, list, watch, create, patch, update, delete |
 //! | `policy` | `poddisruptionbudgets` | get, list, watch, create, patch, update, delete |
-//! | `networking.k8s.io` | `ingresses` | get, list, watch, create, patch, update, delete |
+//! | `networking.k8s.io` | `ingresses`, `networkpolicies` | get, list, watch, create, patch, update, delete |
 //! | `events.k8s.io` | `events` | create, patch |
 //! | `coordination.k8s.io` | `leases` (in the operator's namespace) | get, create, update |
 //!

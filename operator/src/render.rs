@@ -129,6 +129,7 @@ fn documents(d: &Desired) -> Result<String, RenderError> {
         }
         Ok(())
     }
+    push(&mut out, &d.network_policies)?;
     push(&mut out, &d.secrets)?;
     push(&mut out, &d.config_maps)?;
     push(&mut out, &d.store_services)?;
@@ -194,6 +195,8 @@ spec:
         );
         assert!(has("Service", "moviebook-public-graphql"));
         assert!(has("Service", "moviebook-cinema-grpc"));
+        assert!(has("NetworkPolicy", "moviebook-deny-ingress"));
+        assert!(has("NetworkPolicy", "moviebook-allow-postgres"));
         assert!(has("StatefulSet", "moviebook-mongodb"));
         assert!(
             !has("Deployment", "moviebook-gateway"),

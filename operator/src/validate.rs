@@ -93,10 +93,33 @@ pub fn validate(mbs: &MovieBookingSystem) -> Result<(), Error> {
             problems.push("spec.gateway.direct.nodePorts applies to gateway type None only".into());
         }
     }
+    for cidr in &kong.trusted_proxies {
+        if !is_cidr(cidr) {
+            problems.push(format!(
+                "spec.gateway.kong.trustedProxies: {cidr:?} is not a CIDR (e.g. 10.0.0.0/8)"
+            ));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(Error::InvalidSpec(problems.join("; ")))
+    }
+}
+
+/// `ADDRESS/PREFIX` with an IPv4 or IPv6 address and a prefix length that fits it: what Kong's
+/// `trusted_ips` accepts (a bare address is refused so that intent is explicit).
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => len <= 32,
+        Ok(std::net::IpAddr::V6(_)) => len <= 128,
+        Err(_) => false,
     }
 }
 
@@ -161,5 +184,33 @@ mod tests {
         mbs.spec.gateway.type_ = GatewayType::Kong;
         let msg = validate(&mbs).expect_err("invalid").to_string();
         assert!(msg.contains("type None only"), "{msg}");
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_cidrs() {
+        for ok in ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "0.0.0.0/0"] {
+            assert!(is_cidr(ok), "{ok}");
+        }
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "example.com/8",
+            "/8",
+            "1.2.3.4/x",
+        ] {
+            assert!(!is_cidr(bad), "{bad}");
+        }
+        let mut mbs = sample();
+        mbs.spec.gateway.kong.trusted_proxies = vec!["10.0.0.0/8".into(), "10.1.2.3".into()];
+        let msg = validate(&mbs).expect_err("invalid").to_string();
+        assert!(
+            msg.contains(r#"trustedProxies: "10.1.2.3" is not a CIDR"#),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains(r#""10.0.0.0/8""#),
+            "the valid one is not named: {msg}"
+        );
     }
 }

@@ -169,7 +169,7 @@ pub fn kong_config_secret(
 /// its file at start, so a new config must roll the pods.
 pub fn deployment(spec: &MovieBookingSystemSpec, inst: &Instance, config_hash: &str) -> Deployment {
     let kong = &spec.gateway.kong;
-    let env = vec![
+    let mut env = vec![
         plain_env("KONG_DATABASE", "off"),
         plain_env(
             "KONG_DECLARATIVE_CONFIG",
@@ -183,14 +183,8 @@ pub fn deployment(spec: &MovieBookingSystemSpec, inst: &Instance, config_hash: &
         plain_env("KONG_PROXY_ERROR_LOG", "/dev/stderr"),
         plain_env("KONG_PLUGINS", "bundled"),
         plain_env("KONG_NGINX_WORKER_PROCESSES", "2"),
-        // The client IP that rate limiting keys on; trust X-Forwarded-For from in-cluster
-        // proxies (ingress controllers) only.
-        plain_env(
-            "KONG_TRUSTED_IPS",
-            "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
-        ),
-        plain_env("KONG_REAL_IP_HEADER", "X-Forwarded-For"),
     ];
+    env.extend(real_ip_env(&kong.trusted_proxies));
     let probe = |path: &str, delay: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -298,6 +292,21 @@ pub fn deployment(spec: &MovieBookingSystemSpec, inst: &Instance, config_hash: &
     }
 }
 
+/// The client IP that rate limiting keys on. Kong believes `X-Forwarded-For` only from the
+/// proxies the resource names (the rightmost address not among them is the client); with none,
+/// Kong's default holds: no header is believed and the client is the TCP peer. Trusting whole
+/// private ranges would let any pod or, behind a NodePort, any client pick its own IP.
+fn real_ip_env(trusted: &[String]) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    if trusted.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        plain_env("KONG_TRUSTED_IPS", trusted.join(",")),
+        plain_env("KONG_REAL_IP_HEADER", "X-Forwarded-For"),
+        plain_env("KONG_REAL_IP_RECURSIVE", "on"),
+    ]
+}
+
 /// The proxy Service (NodePort by default, so kind can map it to the host).
 pub fn service(spec: &MovieBookingSystemSpec, inst: &Instance) -> Service {
     let kong = &spec.gateway.kong;
@@ -317,6 +326,12 @@ pub fn service(spec: &MovieBookingSystemSpec, inst: &Instance) -> Service {
                 node_port,
                 ..ServicePort::default()
             }]),
+            // A node that forwarded to a Kong pod elsewhere would replace the client's address
+            // by its own (SNAT), and every client behind it would share one rate-limit bucket.
+            external_traffic_policy: match kong.service_type {
+                GatewayServiceType::ClusterIP => None,
+                _ => Some("Local".into()),
+            },
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -508,6 +523,50 @@ mod tests {
                 .and_then(|s| s.read_only_root_filesystem),
             Some(true)
         );
+    }
+
+    fn kong_env(spec: &MovieBookingSystemSpec) -> BTreeMap<String, String> {
+        let d = deployment(spec, &instance(), "h");
+        let pod = d.spec.expect("spec").template.spec.expect("pod");
+        pod.containers[0]
+            .env
+            .clone()
+            .expect("env")
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn x_forwarded_for_is_believed_only_from_the_named_proxies() {
+        let mut mbs = sample();
+        let env = kong_env(&mbs.spec);
+        for v in [
+            "KONG_TRUSTED_IPS",
+            "KONG_REAL_IP_HEADER",
+            "KONG_REAL_IP_RECURSIVE",
+        ] {
+            assert!(!env.contains_key(v), "{v} set without trusted proxies");
+        }
+        mbs.spec.gateway.kong.trusted_proxies = vec!["10.1.0.0/16".into(), "192.0.2.7/32".into()];
+        let env = kong_env(&mbs.spec);
+        assert_eq!(env["KONG_TRUSTED_IPS"], "10.1.0.0/16,192.0.2.7/32");
+        assert_eq!(env["KONG_REAL_IP_HEADER"], "X-Forwarded-For");
+        assert_eq!(env["KONG_REAL_IP_RECURSIVE"], "on");
+    }
+
+    #[test]
+    fn exposed_proxy_keeps_the_client_address() {
+        let mut mbs = sample();
+        for (t, policy) in [
+            (GatewayServiceType::NodePort, Some("Local")),
+            (GatewayServiceType::LoadBalancer, Some("Local")),
+            (GatewayServiceType::ClusterIP, None),
+        ] {
+            mbs.spec.gateway.kong.service_type = t;
+            let s = service(&mbs.spec, &instance()).spec.expect("spec");
+            assert_eq!(s.external_traffic_policy.as_deref(), policy, "{t:?}");
+        }
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //!
 //! One module per component family: [`config`] (Secrets, ConfigMap), [`stores`] (managed
 //! StatefulSets), [`migrations`] (Jobs), [`sample`] (the sample-data Job), [`services`]
-//! (Deployments, Services, HPAs, PDBs) and [`gateway`] (Kong, Ingress or the public Services). [`build`] assembles them into a [`Desired`] set whose stages
+//! (Deployments, Services, HPAs, PDBs), [`gateway`] (Kong, Ingress or the public Services) and
+//! [`network`] (NetworkPolicies). [`build`] assembles them into a [`Desired`] set whose stages
 //! are applied in dependency order.
 
 pub mod config;
 pub mod gateway;
 pub mod migrations;
+pub mod network;
 pub mod sample;
 pub mod services;
 pub mod stores;
@@ -23,7 +25,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, PodSecurityContext, ResourceRequirements, SeccompProfile, Secret,
     SecurityContext, Service,
 };
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -303,6 +305,8 @@ pub struct Desired {
     pub gateway_deployments: Vec<Deployment>,
     pub gateway_services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
+    /// Applied first, so no pod runs unprotected ([`network`]).
+    pub network_policies: Vec<NetworkPolicy>,
     /// Per service: the plan the objects above were built from.
     pub plans: BTreeMap<ServiceKind, ServicePlan>,
     /// The sample-data Job's plan, when `sampleData` is on.
@@ -318,6 +322,7 @@ pub fn build(spec: &MovieBookingSystemSpec, inst: &Instance, res: &Resolved) -> 
     d.secrets.push(secret);
     d.config_maps.push(config_map);
     d.config_hash = config_hash.clone();
+    d.network_policies = network::policies(spec, inst);
 
     for store in StoreKind::ALL {
         if let Some(managed) = &store.spec(spec).managed {
