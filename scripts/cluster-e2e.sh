@@ -146,7 +146,11 @@ EOF
 # Helm installs a chart's CRD only when it is absent: apply this tree's, so a node that an older
 # checkout set up validates the fields this operator knows.
 kc apply --server-side --force-conflicts --field-manager=moviebook-node -f charts/moviebook/crds/ >/dev/null || fail "applying the CRD"
-kc wait --for=condition=Established --timeout=60s crd/moviebookingsystems.moviebook.io >/dev/null
+# Polled, not `kubectl wait`: right after the apply the CRD may have no status yet, and kubectl
+# v1.37's wait then stops with ".status.conditions accessor error" instead of waiting (seen).
+established() { [[ $(kc get crd moviebookingsystems.moviebook.io -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) == True ]]; }
+for _ in $(seq 1 60); do established && break; sleep 1; done
+established || fail "the CRD is not Established 60 s after applying it"
 install() {
   "$HELM" upgrade --install "$REL" charts/moviebook -n "$NS" --create-namespace \
     -f "$WORK/values.yaml" -f "$WORK/e2e-values.yaml" --set "operator.image.tag=$T1" \
