@@ -246,6 +246,32 @@ struct Case {
     seats: &'static str,
 }
 
+/// Brings a held booking to where its case starts: paid (CONFIRMED) for a cancellation, and
+/// with the cinema's hold lapsed when the charge is to be refunded.
+async fn prepare(stack: &Stack, token: &str, case: &Case, id: &str) {
+    if case.cancel {
+        let (_, body) = stack
+            .gql(Some(token), PAY, json!({"b": id, "m": "credit_card"}))
+            .await;
+        assert_eq!(
+            body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
+            "{body}"
+        );
+    }
+    if case.hold_lapsed {
+        stack.lapse_cinema_hold(id).await;
+    }
+}
+
+/// The request that runs into the case's point: cancelBooking or processPayment.
+fn request(case: &Case, id: &str) -> (&'static str, Value) {
+    if case.cancel {
+        (CANCEL, json!({"b": id}))
+    } else {
+        (PAY, json!({"b": id, "m": "credit_card"}))
+    }
+}
+
 const CASES: &[Case] = &[
     Case {
         point: "pay.after_claim",
@@ -324,24 +350,9 @@ async fn kill_9_between_any_two_steps_loses_nothing() {
             id,
             ..
         } = booked;
-        if case.cancel {
-            let (_, body) = stack
-                .gql(Some(&token), PAY, json!({"b": id, "m": "credit_card"}))
-                .await;
-            assert_eq!(
-                body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
-                "{body}"
-            );
-        }
-        if case.hold_lapsed {
-            stack.lapse_cinema_hold(&id).await;
-        }
+        prepare(&stack, &token, case, &id).await;
         let mut doomed = Booking::start(&stack, Some(case.point), false).await;
-        let (query, vars) = if case.cancel {
-            (CANCEL, json!({"b": id}))
-        } else {
-            (PAY, json!({"b": id, "m": "credit_card"}))
-        };
+        let (query, vars) = request(case, &id);
         let url = doomed.graphql.clone();
         let token2 = token.clone();
         let request = tokio::spawn(async move { gql(&url, &token2, query, vars).await });
@@ -501,26 +512,11 @@ async fn mongodb_unreachable_at_any_step_loses_nothing() {
             id,
             ..
         } = booked;
-        if case.cancel {
-            let (_, body) = stack
-                .gql(Some(&token), PAY, json!({"b": id, "m": "credit_card"}))
-                .await;
-            assert_eq!(
-                body["data"]["processPayment"]["booking"]["status"], "CONFIRMED",
-                "{body}"
-            );
-        }
-        if case.hold_lapsed {
-            stack.lapse_cinema_hold(&id).await;
-        }
+        prepare(&stack, &token, case, &id).await;
         let proxy = StoreProxy::start(authority(&stack.booking_db_url)).await;
         let url = through(&stack.booking_db_url, proxy.addr);
         let mut cut_off = Booking::start_with(&stack, &url, Some(case.point), true, false).await;
-        let (query, vars) = if case.cancel {
-            (CANCEL, json!({"b": id}))
-        } else {
-            (PAY, json!({"b": id, "m": "credit_card"}))
-        };
+        let (query, vars) = request(case, &id);
         let graphql = cut_off.graphql.clone();
         let token2 = token.clone();
         let request = tokio::spawn(async move { gql(&graphql, &token2, query, vars).await });
