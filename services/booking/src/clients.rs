@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock, Weak,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -101,13 +101,41 @@ pub fn cinema_error(status: &tonic::Status) -> BookingError {
     }
 }
 
+/// What a call to cinema does after an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try the next known pod.
+    NextPod,
+    /// Every pod tried in this pass was unavailable: resolve the pods again, wait `backoff`,
+    /// and go through the fresh list.
+    Resolve { backoff: Duration },
+    /// Answer the failure.
+    GiveUp,
+}
+
+/// How many passes over the known pods a retried call makes, and the waits between them.
+/// A rolling update can leave this process with a list naming only pods that are gone (they
+/// left DNS between two refreshes) or a new pod the network has not yet let it reach; a fresh
+/// list a moment later has the pods that replaced them. Bounded: at most 3 + 3 + 3 attempts
+/// and 1.25 s of waiting, only while cinema answers UNAVAILABLE.
+const PASS_BACKOFF: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
+
 /// How a call to cinema is retried: reads (and the idempotent releases) move to the next
 /// cinema pod when one answers UNAVAILABLE — a pod that is shutting down, or one this process
-/// has not yet learnt is gone — at most once per known pod, and never more than three times.
-/// LockSeats and ConfirmSeatBooking are not retried here: their outcome is the booking
-/// service's to reconcile (see `outcome_unknown`).
-pub fn retry_on_next(code: Code, attempt: usize, members: usize) -> bool {
-    code == Code::Unavailable && attempt + 1 < members.clamp(1, 3)
+/// has not yet learnt is gone — at most once per known pod and three per pass; when a pass
+/// ran out, the pods are resolved again for another pass ([`PASS_BACKOFF`]). Any other code
+/// is an answer. LockSeats and ConfirmSeatBooking are not retried here: their outcome is the
+/// booking service's to reconcile (see `outcome_unknown`).
+pub fn retry_step(code: Code, attempt: usize, members: usize, pass: usize) -> Retry {
+    if code != Code::Unavailable {
+        Retry::GiveUp
+    } else if attempt + 1 < members.clamp(1, 3) {
+        Retry::NextPod
+    } else if let Some(&backoff) = PASS_BACKOFF.get(pass) {
+        Retry::Resolve { backoff }
+    } else {
+        Retry::GiveUp
+    }
 }
 
 /// Resolves a host name to the addresses of its cinema pods.
@@ -149,6 +177,8 @@ struct Pool {
     next: AtomicUsize,
     /// Wakes the refresher early (a call met an unavailable pod).
     refresh: Notify,
+    /// Whether a call has ever been answered (by any pod): see [`CinemaClient::reached`].
+    reached: AtomicBool,
 }
 
 impl Pool {
@@ -290,6 +320,7 @@ impl CinemaClient {
             members: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
             refresh: Notify::new(),
+            reached: AtomicBool::new(false),
         });
         if balanced {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -309,36 +340,70 @@ impl CinemaClient {
         self.pool.snapshot().iter().filter_map(|m| m.addr).collect()
     }
 
+    /// Readiness: passes once this process has had an answer from cinema, and from then on.
+    /// A new booking pod is kept out of its Service until it can reach cinema (its address may
+    /// not yet be allowed by the NetworkPolicy, its first DNS answer may be stale), while a
+    /// later cinema outage degrades requests (coded errors) instead of taking every booking
+    /// pod out of the Service at once.
+    pub async fn reached(&self) -> std::result::Result<(), String> {
+        if self.pool.reached.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.list_cinemas()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cinema not reached yet: {e}"))
+    }
+
     /// Runs `call` on the next member; when `retry` and the member is unavailable, on the
-    /// following ones (see [`retry_on_next`]).
+    /// following ones and then on a freshly resolved list (see [`retry_step`]).
     async fn call<T, F, Fut>(&self, retry: bool, call: F) -> std::result::Result<T, tonic::Status>
     where
         F: Fn(CinemaServiceClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let members = self.pool.rotation().await;
-        if members.is_empty() {
-            return Err(tonic::Status::unavailable(format!(
-                "no address of the cinema service {} is known",
-                self.pool.host
-            )));
-        }
-        let mut attempt = 0;
+        let mut pass = 0;
         loop {
-            let member = &members[attempt % members.len()];
-            match call(member.client.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(status) => {
-                    if status.code() == Code::Unavailable {
-                        self.pool.refresh.notify_one();
-                    }
-                    if !(retry && retry_on_next(status.code(), attempt, members.len())) {
-                        return Err(status);
-                    }
-                    tracing::debug!(addr = ?member.addr, message = status.message(), "cinema pod unavailable; trying the next one");
-                    attempt += 1;
-                }
+            let members = self.pool.rotation().await;
+            if members.is_empty() {
+                return Err(tonic::Status::unavailable(format!(
+                    "no address of the cinema service {} is known",
+                    self.pool.host
+                )));
             }
+            let mut attempt = 0;
+            let backoff = loop {
+                let member = &members[attempt % members.len()];
+                let status = match call(member.client.clone()).await {
+                    Ok(r) => {
+                        self.pool.reached.store(true, Ordering::Relaxed);
+                        return Ok(r.into_inner());
+                    }
+                    Err(status) => status,
+                };
+                if status.code() == Code::Unavailable {
+                    self.pool.refresh.notify_one();
+                }
+                let step = if retry {
+                    retry_step(status.code(), attempt, members.len(), pass)
+                } else {
+                    Retry::GiveUp
+                };
+                match step {
+                    Retry::NextPod => attempt += 1,
+                    Retry::Resolve { backoff } => break backoff,
+                    Retry::GiveUp => return Err(status),
+                }
+                tracing::debug!(addr = ?member.addr, message = status.message(), "cinema pod unavailable; trying the next one");
+            };
+            tracing::info!(
+                pass,
+                ?backoff,
+                "every known cinema pod was unavailable; resolving them again"
+            );
+            tokio::time::sleep(backoff).await;
+            self.pool.resolve().await;
+            pass += 1;
         }
     }
 
@@ -781,20 +846,59 @@ mod tests {
     }
 
     #[test]
-    fn only_unavailable_moves_to_the_next_pod_and_each_pod_once() {
-        assert!(retry_on_next(Code::Unavailable, 0, 2));
-        assert!(!retry_on_next(Code::Unavailable, 1, 2), "both pods tried");
-        assert!(
-            !retry_on_next(Code::Unavailable, 0, 1),
-            "one pod: nothing else to try"
+    fn only_unavailable_moves_to_the_next_pod_then_to_a_fresh_list() {
+        use Retry::*;
+        assert_eq!(retry_step(Code::Unavailable, 0, 2, 0), NextPod);
+        assert_eq!(
+            retry_step(Code::Unavailable, 1, 2, 0),
+            Resolve {
+                backoff: PASS_BACKOFF[0]
+            },
+            "both pods tried: resolve again"
         );
-        assert!(retry_on_next(Code::Unavailable, 1, 5));
-        assert!(
-            !retry_on_next(Code::Unavailable, 2, 5),
-            "at most three attempts"
+        assert_eq!(
+            retry_step(Code::Unavailable, 0, 1, 0),
+            Resolve {
+                backoff: PASS_BACKOFF[0]
+            },
+            "one pod: nothing else to try in this pass"
         );
-        assert!(!retry_on_next(Code::NotFound, 0, 3));
-        assert!(!retry_on_next(Code::DeadlineExceeded, 0, 3));
+        assert_eq!(retry_step(Code::Unavailable, 1, 5, 0), NextPod);
+        assert!(
+            matches!(retry_step(Code::Unavailable, 2, 5, 0), Resolve { .. }),
+            "at most three attempts per pass"
+        );
+        assert_eq!(
+            retry_step(Code::Unavailable, 1, 2, 1),
+            Resolve {
+                backoff: PASS_BACKOFF[1]
+            }
+        );
+        assert_eq!(
+            retry_step(Code::Unavailable, 1, 2, PASS_BACKOFF.len()),
+            GiveUp,
+            "the passes are bounded"
+        );
+        assert_eq!(retry_step(Code::NotFound, 0, 3, 0), GiveUp);
+        assert_eq!(retry_step(Code::DeadlineExceeded, 0, 3, 0), GiveUp);
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_the_first_answer() {
+        let gone = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let client = CinemaClient::new(
+            &format!("http://{gone}"),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
+        .expect("client");
+        let err = client.reached().await.expect_err("nothing listens");
+        assert!(err.contains("cinema not reached yet"), "{err}");
+        client.pool.reached.store(true, Ordering::Relaxed);
+        assert!(client.reached().await.is_ok(), "sticky once reached");
     }
 
     fn fixed(addrs: Vec<SocketAddr>) -> Resolver {

@@ -88,10 +88,16 @@ pub fn app(booker: Arc<Booker>) -> Router {
         max_body_bytes: booker.config.max_body_bytes,
     };
     let store = booker.store.clone();
-    let readiness = Readiness::new().with("mongodb", move || {
-        let store = store.clone();
-        async move { store.ping().await }
-    });
+    let cinema = booker.cinema.clone();
+    let readiness = Readiness::new()
+        .with("mongodb", move || {
+            let store = store.clone();
+            async move { store.ping().await }
+        })
+        .with("cinema", move || {
+            let cinema = cinema.clone();
+            async move { cinema.reached().await }
+        });
     let api = Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
         .with_state(state);

@@ -116,3 +116,61 @@ async fn reads_spread_over_every_pod_and_fail_over_to_the_next() {
     }
     let _ = empty.stop.send(true);
 }
+
+/// The rolling-update case: every address this process knows is gone (both pods were
+/// replaced between two refreshes); the resolver's next answer names the pod that replaced
+/// them. A read waits for the fresh list instead of failing, and readiness follows.
+#[tokio::test]
+async fn a_read_survives_a_list_naming_only_pods_that_are_gone() {
+    let live = cinema(true).await;
+    let gone = [dead_address().await, dead_address().await];
+    let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let resolve: Resolver = {
+        let answers = answers.clone();
+        let live = live.addr;
+        Arc::new(move |_, _| {
+            let n = answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move { Ok(if n == 0 { gone.to_vec() } else { vec![live] }) })
+        })
+    };
+    let client = CinemaClient::with_resolver(
+        "http://cinema-grpc.moviebook.svc:9090",
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        resolve,
+    )
+    .expect("client");
+    let movies = client
+        .list_movies(None, 50, 0)
+        .await
+        .expect("answered by the pod of the fresh list");
+    assert!(!movies.movies.is_empty());
+    assert_eq!(client.addresses(), [live.addr]);
+    assert!(client.reached().await.is_ok());
+    let _ = live.stop.send(true);
+}
+
+/// A write is never retried by the client (its outcome is the booking's to reconcile): with
+/// only a gone pod known it fails at once, without waiting for a fresh list.
+#[tokio::test]
+async fn a_lock_is_not_retried_on_a_fresh_list() {
+    let gone = dead_address().await;
+    let client = CinemaClient::with_resolver(
+        "http://cinema-grpc.moviebook.svc:9090",
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        resolver(vec![gone]),
+    )
+    .expect("client");
+    let started = std::time::Instant::now();
+    let err = client
+        .lock_seats("s1", &["A1".to_owned()], "b1", Duration::from_secs(60))
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "no backoff for a write: {:?}",
+        started.elapsed()
+    );
+}
