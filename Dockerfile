@@ -50,6 +50,15 @@ RUN cargo build --release --locked \
       install -m 0555 "/target/release/$b" "/out/$b"; \
     done
 
+# --- web: the storefront and the GraphQL IDE's assets (npm packages pinned by package-lock.json),
+# built into static files the booking image serves (WEB_DIR): no CDN at run time --------------
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 # --- runtime base: glibc + CA certificates, no shell, no package manager, uid 65532 -----------
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.source="https://github.com/moviebook/moviebook" \
@@ -86,7 +95,8 @@ ENTRYPOINT ["/usr/local/bin/notification-service"]
 
 FROM runtime AS booking-service
 COPY --from=builder /out/booking-service /usr/local/bin/booking-service
-ENV PORT=8010
+COPY --from=web /web/dist /srv/web
+ENV PORT=8010 WEB_DIR=/srv/web
 EXPOSE 8010
 ENTRYPOINT ["/usr/local/bin/booking-service"]
 

@@ -232,13 +232,15 @@ services() {
   else
     cargo build --locked --quiet --release "${bins[@]}" >&2 || die "cargo build --release ${names[*]} failed"
   fi
+  # the booking image carries the web assets (storefront + GraphQL IDE, images.tsv WEB_DIR)
+  scripts/web.sh build >&2 || die "scripts/web.sh build failed"
   # one archive per build directory and tag set (worktrees share the cache, not their binaries)
   key=services-$(echo "$version ${EXTRA_TAGS:-}" | sha256sum | cut -c1-12)
   out=$IMAGES/moviebook-$PROFILE_DIR-$(echo "$CARGO_TARGET_DIR" | sha256sum | cut -c1-8)-${key#services-}.tar
   local extra=() t
   for t in ${EXTRA_TAGS:-}; do extra+=(--extra-tag "$t"); done
   local newest=() ; for n in "${names[@]}"; do newest+=("$CARGO_TARGET_DIR/$PROFILE_DIR/$n"); done
-  if [[ ! -f $out || -n $(find "${newest[@]}" scripts/images.tsv scripts/images.py -newer "$out" -print -quit) \
+  if [[ ! -f $out || -n $(find "${newest[@]}" scripts/images.tsv scripts/images.py web/dist -newer "$out" -print -quit) \
         || $(cat "$out.tags" 2>/dev/null) != "$version ${EXTRA_TAGS:-}" ]]; then
     log "packaging ${#names[@]} images from $CARGO_TARGET_DIR/$PROFILE_DIR ($REGISTRY/*:$version ${EXTRA_TAGS:-})"
     mkdir -p "$IMAGES"

@@ -19,13 +19,15 @@ case $PROFILE in
   *) echo "MOVIEBOOK_PROFILE must be dev or release, not '$PROFILE'" >&2; exit 2 ;;
 esac
 
-# name  binary  http-port  (start order: providers before their callers)
+# name  binary  http-port  (start order: providers before their callers; the dev gateway is
+# what Kong is in a cluster: one origin for the storefront, the APIs and the WebSocket)
 SERVICES=(
   "cinema cinema-service 8002"
   "user user-service 8001"
   "payment payment-service 8003"
   "notification notification-service 8004"
   "booking booking-service 8010"
+  "gateway dev-gateway 8000"
 )
 
 log() { printf '[dev] %s\n' "$*" >&2; }
@@ -35,9 +37,13 @@ up() {
   eval "$(scripts/stack.sh dev env)"
   log "building the services ($PROFILE profile)"
   cargo build --profile "$PROFILE" --workspace --bins --quiet
+  log "building the web assets (storefront, GraphQL IDE)"
+  scripts/web.sh build
+  export WEB_DIR=$PWD/web/dist
   mkdir -p "$STATE/run" "$STATE/logs"
   for s in "${SERVICES[@]}"; do
     set -- $s
+    [[ $1 == gateway ]] && continue
     log "migrating $1"
     "$BIN/$2" migrate >>"$STATE/logs/$1.log" 2>&1 || { log "$2 migrate failed:"; tail -n 20 "$STATE/logs/$1.log" >&2; exit 1; }
   done
@@ -66,7 +72,11 @@ up() {
   cat <<MSG
 
 MovieBook is running (logs: $STATE/logs, stop with: make dev-down)
-  GraphQL (IDE in a browser): http://127.0.0.1:8010/graphql
+
+  Storefront:                 http://127.0.0.1:8000/
+
+  GraphQL (IDE in a browser): http://127.0.0.1:8000/graphql  (booking itself: 8010)
+  live seat map (WebSocket):  ws://127.0.0.1:8000/graphql/ws
   user service:               http://127.0.0.1:8001/api/v1
   cinema REST / gRPC:         http://127.0.0.1:8002/api/v1/movies   grpc://127.0.0.1:9090
   payment service:            http://127.0.0.1:8003/payments

@@ -280,6 +280,19 @@ def read_archive(path: Path) -> list[dict]:
         return [{"tags": m["RepoTags"], "config": json.load(tar.extractfile(m["Config"]))} for m in manifest]
 
 
+WEB_DIST = HERE.parent / "web" / "dist"
+
+
+def add_web_assets(layer: Layer, dest: str):
+    """The built web assets (web/dist: the storefront and the GraphQL IDE, `scripts/web.sh
+    build`) under `dest`, read-only, for an image whose env names WEB_DIR (the booking service;
+    the Dockerfile's `web` stage does the same)."""
+    if not (WEB_DIST / "ide" / "index.html").is_file():
+        raise SpecError(f"{WEB_DIST} holds no build: run scripts/web.sh build first")
+    for path in sorted(p for p in WEB_DIST.rglob("*") if p.is_file()):
+        layer.file(str(path), f"{dest}/{path.relative_to(WEB_DIST).as_posix()}", 0o444)
+
+
 def cmd_services(args) -> int:
     images = read_images()
     bins = {}
@@ -299,6 +312,9 @@ def cmd_services(args) -> int:
         for img in images:
             layer = Layer(Path(work))
             layer.file(bins[img["name"]], entrypoint_path(img["name"]), 0o555)
+            web_dir = dict(kv.split("=", 1) for kv in img["env"]).get("WEB_DIR")
+            if web_dir:
+                add_web_assets(layer, web_dir)
             layers[img["name"]] = (layer.path, layer.close())
             tags = [f"{args.registry}/{img['name']}:{t}" for t in [args.version, *args.extra_tag]]
             specs.append({"tags": tags, "layers": ["runtime-base", img["name"]], "config": image_config(img)})

@@ -15,7 +15,7 @@
     url: origin + "/graphql",
     subscriptionUrl: ws,
     headers: headers,
-    wsConnectionParams: headers.Authorization ? { Authorization: headers.Authorization } : {},
+    // the socket serves only the public subscription: the token is never sent over it
   });
   ReactDOM.createRoot(document.getElementById("graphiql")).render(
     React.createElement(GraphiQL, { fetcher: fetcher, defaultEditorToolsVisibility: true })

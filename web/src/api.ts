@@ -162,11 +162,18 @@ export interface Booking {
 const BOOKING_FIELDS = `id showtimeId seats totalAmount currency status movieTitle cinemaName
   holdExpiresAt failureReason createdAt confirmedAt ticket showtime { startTime screenName }`;
 
+/** Movies per page of the catalogue (see `api.movies`). */
+export const MOVIES_PAGE = 20;
+
 export const api = {
-  movies: () =>
+  /** One page of the catalogue. The API prices `movies` by `limit` × what each movie asks
+   * for (GRAPHQL_MAX_COMPLEXITY 500): a page of MOVIES_PAGE with its showtimes stays inside. */
+  movies: (offset = 0) =>
     gql<{ movies: MovieSummary[] }>(
-      `{ movies(limit: 50) { id title genre duration rating description
+      `query($limit: Int!, $offset: Int!) { movies(limit: $limit, offset: $offset) {
+          id title genre duration rating description
           showtimes { id startTime basePrice availableSeats totalSeats screenName cinema { name location } } } }`,
+      { limit: MOVIES_PAGE, offset },
     ).then((d) => d.movies),
   showtime: (id: string) =>
     gql<{ showtime: ShowtimeDetail | null }>(

@@ -8,6 +8,7 @@ import {
   api,
   ApiError,
   loadSession,
+  MOVIES_PAGE,
   login,
   register,
   saveSession,
@@ -84,9 +85,18 @@ const when = (iso: string | null | undefined) =>
 
 function Movies() {
   const [movies, setMovies] = useState<MovieSummary[] | null>(null);
+  const [more, setMore] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const load = (offset: number) =>
+    api.movies(offset).then(
+      (page) => {
+        setMovies((known) => [...(offset > 0 ? (known ?? []) : []), ...page]);
+        setMore(page.length === MOVIES_PAGE);
+      },
+      (e) => setError(errorText(e)),
+    );
   useEffect(() => {
-    api.movies().then(setMovies, (e) => setError(errorText(e)));
+    load(0);
   }, []);
   return (
     <section>
@@ -109,6 +119,11 @@ function Movies() {
           </li>
         ))}
       </ul>
+      {more && (
+        <button type="button" onClick={() => load(movies?.length ?? 0)}>
+          More movies
+        </button>
+      )}
     </section>
   );
 }

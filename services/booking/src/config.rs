@@ -10,6 +10,10 @@ use moviebook_common::config::{
 pub const DEFAULT_PORT: u16 = 8010;
 /// Default database when `MONGODB_URL` names none.
 pub const DEFAULT_DB: &str = "moviebook_booking";
+/// Where the web assets are when `WEB_DIR` is unset: the repository's build output, relative
+/// to the working directory (`make dev` runs from the repository root; the image sets
+/// `WEB_DIR=/srv/web`).
+pub const DEFAULT_WEB_DIR: &str = "web/dist";
 
 /// Everything the service reads from its environment.
 #[derive(Debug, Clone)]
@@ -62,6 +66,43 @@ pub struct Config {
     /// (`BOOKING_CRASH_PAUSE`, false): the store-outage tests cut MongoDB while the process is
     /// stopped at the point, then let it go on.
     pub crash_pause: bool,
+    /// The built web assets (`WEB_DIR`, default `web/dist`): the storefront and, under `ide/`,
+    /// the GraphQL IDE. Served from disk so the page works without internet access.
+    pub web_dir: std::path::PathBuf,
+    /// Bounds of the live seat map (`LIVE_MAX_CONNECTIONS` 2000 per process,
+    /// `LIVE_MAX_SUBSCRIPTIONS_PER_CONNECTION` 8, `LIVE_BUFFER` 64 messages per showtime).
+    pub live: crate::live::LiveLimits,
+    /// The Ed25519 seed tickets are signed with (`TICKET_SIGNING_KEY`, base64 of 32 bytes;
+    /// absent: derived from the JWT secret, see ticket.rs).
+    pub ticket_seed: Option<[u8; 32]>,
+}
+
+fn live_limits() -> Result<crate::live::LiveLimits, ConfigError> {
+    let d = crate::live::LiveLimits::default();
+    let positive = |var: &str, default: usize| -> Result<usize, ConfigError> {
+        let v: usize = var_or(var, default)?;
+        if v == 0 || v > 1_000_000 {
+            return Err(ConfigError::Invalid {
+                var: var.into(),
+                value: v.to_string(),
+                reason: "must be between 1 and 1000000".into(),
+            });
+        }
+        Ok(v)
+    };
+    Ok(crate::live::LiveLimits {
+        max_connections: positive("LIVE_MAX_CONNECTIONS", d.max_connections)?,
+        max_subscriptions_per_connection: positive(
+            "LIVE_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+            d.max_subscriptions_per_connection,
+        )?,
+        max_starts_per_minute: positive(
+            "LIVE_MAX_SUBSCRIPTION_STARTS_PER_MINUTE",
+            d.max_starts_per_minute,
+        )?,
+        buffer: positive("LIVE_BUFFER", d.buffer)?,
+        recheck_after: d.recheck_after,
+    })
 }
 
 impl Config {
@@ -119,6 +160,18 @@ impl Config {
             sweeper_enabled: var_or("SWEEPER_ENABLED", true)?,
             crash_point: crash_point(std::env::var("BOOKING_CRASH_POINT").ok())?,
             crash_pause: var_or("BOOKING_CRASH_PAUSE", false)?,
+            web_dir: string_or("WEB_DIR", DEFAULT_WEB_DIR).into(),
+            live: live_limits()?,
+            ticket_seed: match std::env::var("TICKET_SIGNING_KEY") {
+                Ok(v) if !v.trim().is_empty() => Some(crate::ticket::parse_seed(&v).map_err(
+                    |reason| ConfigError::Invalid {
+                        var: "TICKET_SIGNING_KEY".into(),
+                        value: "(hidden)".into(),
+                        reason,
+                    },
+                )?),
+                _ => None,
+            },
         })
     }
 
@@ -156,6 +209,9 @@ impl Config {
             sweeper_enabled: true,
             crash_point: None,
             crash_pause: false,
+            web_dir: DEFAULT_WEB_DIR.into(),
+            live: crate::live::LiveLimits::default(),
+            ticket_seed: None,
         }
     }
 }

@@ -14,13 +14,19 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod idempotency;
+pub mod live;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod ticket;
+pub mod web;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    routing::{get, get_service},
+};
 use moviebook_common::{
     auth::JwtKeys,
     mongo,
@@ -75,13 +81,21 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Booker>> {
     Ok(Arc::new(Booker::new(config, store, cinema, rest, keys)))
 }
 
-/// The HTTP application: `/graphql` (POST: API, GET: GraphiQL) and the ops endpoints.
-pub fn app(booker: Arc<Booker>) -> Router {
+/// The HTTP application: `/graphql` (POST: API, GET: the GraphQL IDE from local assets), the
+/// live seat map's WebSocket (`/graphql/ws`), the storefront's files (`/`, `/assets/*`) and the
+/// ops endpoints.
+pub fn app(booker: Arc<Booker>, feed: Arc<live::SeatFeed>) -> Router {
     let schema = graphql::schema(
         booker.clone(),
+        feed.clone(),
         booker.config.max_depth,
         booker.config.max_complexity,
     );
+    let ws = graphql::subscription::WsState {
+        schema: schema.clone(),
+        feed,
+        cinema: booker.cinema.clone(),
+    };
     let state = GraphqlState {
         schema,
         booker: booker.clone(),
@@ -98,9 +112,21 @@ pub fn app(booker: Arc<Booker>) -> Router {
             let cinema = cinema.clone();
             async move { cinema.reached().await }
         });
+    let assets = web::WebAssets::load(&booker.config.web_dir);
+    let pages = Router::new()
+        .route("/graphql/ide/{*file}", get(web::ide_asset))
+        .route("/", get(web::storefront))
+        .route("/assets/{*file}", get(web::storefront))
+        .route("/favicon.svg", get(web::storefront))
+        .with_state(assets.clone());
     let api = Router::new()
-        .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
-        .with_state(state);
+        .route(
+            "/graphql",
+            get_service(get(web::ide).with_state::<()>(assets)).post(graphql::graphql),
+        )
+        .with_state(state)
+        .route("/graphql/ws", get(graphql::subscription::ws).with_state(ws))
+        .merge(pages);
     ops::with_ops(api, readiness)
 }
 
@@ -127,7 +153,13 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
-    let app = app(booker);
+    let feed = live::SeatFeed::new(booker.cinema.clone(), booker.config.live);
+    let feed_task = tokio::spawn(live::run_consumer(
+        feed.clone(),
+        rabbitmq_url.clone(),
+        shutdown.clone(),
+    ));
+    let app = app(booker, feed);
     ops::serve_listener(
         listener,
         app,
@@ -135,6 +167,7 @@ pub async fn run(
     )
     .await?;
     let _ = relay_task.await;
+    let _ = feed_task.await;
     if let Some(t) = sweeper_task {
         let _ = t.await;
     }

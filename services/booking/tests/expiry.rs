@@ -88,6 +88,7 @@ async fn paid_after_the_cinema_hold_lapsed_is_refunded_never_confirmed() {
         hold_seconds: 1,
         notification: false,
         sweeper: false,
+        ..Options::default()
     })
     .await;
     let (user_id, token) = stack.user().await;

@@ -207,7 +207,7 @@ await test("the whole booking through the page: browse, keyboard seat pick, regi
   assert.equal(claims.sub, bookingId);
   assert.deepEqual([...claims.seats].sort(), [...picked].sort());
   await shot(page, "ticket-desktop");
-  await page.getByRole("link", { name: "My bookings" }).click();
+  await page.getByRole("link", { name: "My bookings", exact: true }).click();
   const row = page.locator(`.booking[data-booking="${bookingId}"]`);
   await row.waitFor();
   assert.equal(await row.getAttribute("data-status"), "CONFIRMED");

@@ -1,20 +1,20 @@
 //! The GraphQL API: schema (queries and mutations) and the HTTP handlers that serve it.
 
 pub mod loaders;
+pub mod subscription;
 pub mod types;
 
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensionValues, ID, Object, Result, Schema,
-    dataloader::DataLoader, http::GraphiQLSource,
+    Context, ErrorExtensionValues, ID, Object, Result, Schema, dataloader::DataLoader,
 };
 use axum::{
     Json,
     body::Body,
     extract::State,
     http::{HeaderMap, StatusCode},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use moviebook_common::auth::{AuthError, JwtKeys, bearer_token};
 
@@ -25,7 +25,7 @@ use crate::{
 use loaders::ShowtimeLoader;
 use types::{BookingResult, BookingView, Cinema, Movie, PaymentResult, Showtime};
 
-pub type BookingSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type BookingSchema = Schema<Query, Mutation, subscription::Subscription>;
 
 /// What every resolver can reach.
 #[derive(Clone)]
@@ -164,6 +164,11 @@ impl Query {
         ctx.data::<DataLoader<ShowtimeLoader>>()?.load_one(id).await
     }
 
+    /// The Ed25519 public key (base64url, RFC 8037) that verifies `Booking.ticket`.
+    async fn ticket_verification_key(&self, ctx: &Context<'_>) -> Result<String> {
+        Ok(ctx.data::<crate::ticket::TicketSigner>()?.public_key())
+    }
+
     async fn get_booking(&self, ctx: &Context<'_>, booking_id: ID) -> Result<BookingView> {
         let c = caller(ctx)?;
         booker(ctx)?
@@ -273,9 +278,20 @@ impl Mutation {
     }
 }
 
-pub fn schema(booker: Arc<Booker>, max_depth: usize, max_complexity: usize) -> BookingSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+pub fn schema(
+    booker: Arc<Booker>,
+    feed: Arc<crate::live::SeatFeed>,
+    max_depth: usize,
+    max_complexity: usize,
+) -> BookingSchema {
+    Schema::build(Query, Mutation, subscription::Subscription)
+        .data(crate::ticket::TicketSigner::new(
+            booker.config.ticket_seed,
+            &booker.config.jwt_secret,
+        ))
         .data(AppCtx { booker })
+        .data(feed)
+        .extension(subscription::SocketRules)
         .limit_depth(max_depth)
         .limit_complexity(max_complexity)
         .limit_recursive_depth(32)
@@ -298,11 +314,6 @@ fn request_error(status: StatusCode, code: &str, message: impl Into<String>) -> 
         "errors": [{ "message": message.into(), "extensions": { "code": code } }],
     });
     (status, Json(body)).into_response()
-}
-
-/// GET /graphql: the GraphiQL IDE.
-pub async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
 }
 
 /// POST /graphql. The body is read with a size limit and parsed here, so that a malformed or

@@ -258,6 +258,24 @@ impl BookingView {
     async fn confirmed_at(&self) -> Option<DateTime<Utc>> {
         self.0.confirmed_at.map(bson_time)
     }
+    /// The signed ticket (a compact EdDSA JWS; see `ticketVerificationKey`) the confirmation
+    /// page shows as a QR code; only for a CONFIRMED booking.
+    async fn ticket(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        if self.0.status != crate::domain::BookingStatus::Confirmed {
+            return Ok(None);
+        }
+        let b = &self.0;
+        Ok(Some(ctx.data::<crate::ticket::TicketSigner>()?.sign(
+            &crate::ticket::TicketClaims {
+                booking_id: &b.id,
+                user_id: &b.user_id,
+                showtime_id: &b.showtime_id,
+                seats: &b.seats,
+                start_time: b.start_time,
+            },
+        )))
+    }
+
     async fn cancelled_at(&self) -> Option<DateTime<Utc>> {
         self.0.cancelled_at.map(bson_time)
     }

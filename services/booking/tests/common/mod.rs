@@ -43,6 +43,8 @@ pub struct Options {
     pub hold_seconds: u64,
     pub notification: bool,
     pub sweeper: bool,
+    /// Bounds of the live seat map's WebSocket.
+    pub live: booking_service::live::LiveLimits,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             hold_seconds: 300,
             notification: true,
             sweeper: true,
+            live: booking_service::live::LiveLimits::default(),
         }
     }
 }
@@ -164,6 +167,7 @@ impl Stack {
         cfg.hold = Duration::from_secs(opts.hold_seconds);
         cfg.sweep_interval = Duration::from_secs(1);
         cfg.sweeper_enabled = opts.sweeper;
+        cfg.live = opts.live;
         let (booking_l, booking_url) = listener().await;
         tasks.push(tokio::spawn(booking_service::run(
             cfg,
