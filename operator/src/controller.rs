@@ -183,6 +183,15 @@ fn random_secret(len: usize) -> String {
         .collect()
 }
 
+/// A new ticket-signing seed as booking's `TICKET_SIGNING_KEY` takes it: base64 of 32 bytes
+/// (32 random alphanumerics, about 190 bits).
+fn new_ticket_key() -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        random_secret(32),
+    )
+}
+
 /// Reads one key of a Secret as text.
 async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Result<Option<String>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -239,6 +248,11 @@ async fn resolve(
         postgres_password: keep_or_new(config::POSTGRES_PASSWORD, 32),
         redis_password: keep_or_new(config::REDIS_PASSWORD, 32),
         rabbitmq_password: keep_or_new(config::RABBITMQ_PASSWORD, 32),
+        ticket_signing_key: generated
+            .get(config::TICKET_SIGNING_KEY)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(new_ticket_key),
         ..Resolved::default()
     };
     match &mbs.spec.auth.jwt_secret_ref {
@@ -880,6 +894,18 @@ fn scoped<K: Managed>(client: &Client, namespace: Option<&str>) -> Api<K> {
 /// Object reference of a resource, for tests that trigger reconciles by hand.
 pub fn object_ref(mbs: &MovieBookingSystem) -> ObjectRef<MovieBookingSystem> {
     ObjectRef::from_obj(mbs)
+}
+
+#[cfg(test)]
+mod ticket_key_tests {
+    #[test]
+    fn a_new_ticket_key_is_a_32_byte_seed_and_never_repeats() {
+        let a = super::new_ticket_key();
+        let seed =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &a).expect("base64");
+        assert_eq!(seed.len(), 32);
+        assert_ne!(a, super::new_ticket_key());
+    }
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ fn render_one(mbs: &MovieBookingSystem) -> Result<String, RenderError> {
         redis_password: GENERATED.into(),
         rabbitmq_password: GENERATED.into(),
         jwt_secret: GENERATED.into(),
+        ticket_signing_key: GENERATED.into(),
         jwt_generated: mbs.spec.auth.jwt_secret_ref.is_none(),
         ..Resolved::default()
     };

@@ -14,6 +14,8 @@ pub const POSTGRES_PASSWORD: &str = "postgres-password";
 pub const REDIS_PASSWORD: &str = "redis-password";
 pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
 pub const JWT_SECRET: &str = "jwt-secret";
+/// The Ed25519 seed booking signs tickets with (base64 of 32 bytes; booking's env alone).
+pub const TICKET_SIGNING_KEY: &str = "ticket-signing-key";
 /// Database user and names of the managed stores.
 pub const DB_USER: &str = "moviebook";
 pub const POSTGRES_DB: &str = "cinema";
@@ -135,6 +137,9 @@ pub fn build(
     if res.jwt_generated {
         data.insert(JWT_SECRET.into(), res.jwt_secret.clone());
     }
+    if !res.ticket_signing_key.is_empty() {
+        data.insert(TICKET_SIGNING_KEY.into(), res.ticket_signing_key.clone());
+    }
     // MongoDB has no credentials here: each service's URL is in its pod template.
     for store in [StoreKind::Postgres, StoreKind::Redis, StoreKind::Rabbitmq] {
         if store.spec(spec).managed.is_some() {
@@ -250,6 +255,13 @@ pub fn store_url_env(
     }
 }
 
+/// Where booking reads its ticket-signing seed: its own key of `<name>-secrets`, so tickets
+/// cannot be made with the JWT secret every service holds (booking would otherwise derive
+/// the key from it).
+pub fn ticket_key_env(inst: &Instance) -> EnvVar {
+    secret_env("TICKET_SIGNING_KEY", &secret_name(inst), TICKET_SIGNING_KEY)
+}
+
 /// Where a service reads the JWT secret.
 pub fn jwt_env(spec: &MovieBookingSystemSpec, inst: &Instance) -> EnvVar {
     match &spec.auth.jwt_secret_ref {
@@ -274,6 +286,11 @@ mod tests {
         let (secret, cm, _) = build(&mbs.spec, &instance(), &resolved());
         assert_eq!(secret.metadata.name.as_deref(), Some("demo-secrets"));
         assert_eq!(text(&secret, JWT_SECRET), "jwtsecret");
+        assert_eq!(
+            text(&secret, TICKET_SIGNING_KEY),
+            resolved().ticket_signing_key,
+            "booking's ticket key is kept in the Secret"
+        );
         assert_eq!(
             text(&secret, "DATABASE_URL"),
             "postgres://moviebook:pgpw@demo-postgres.shop.svc:5432/cinema"

@@ -259,6 +259,8 @@ pub struct Resolved {
     pub jwt_secret: String,
     /// Whether `jwt_secret` was generated (and so must be written into `<name>-secrets`).
     pub jwt_generated: bool,
+    /// Booking's ticket-signing seed (base64 of 32 bytes), generated once and kept.
+    pub ticket_signing_key: String,
     /// URLs of external stores, read from their Secrets (only for hashing: pods read the
     /// Secret themselves through `secretKeyRef`).
     pub external_urls: BTreeMap<StoreKind, String>,
@@ -499,6 +501,7 @@ pub(crate) mod test_support {
             rabbitmq_password: "rabbitpw".into(),
             jwt_secret: "jwtsecret".into(),
             jwt_generated: true,
+            ticket_signing_key: "dGlja2V0LXNlZWQtMzItYnl0ZXMtZm9yLXRlc3RzISE=".into(),
             ..Resolved::default()
         }
     }

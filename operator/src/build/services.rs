@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{
     CINEMA_RESOLVE_SECONDS, POSTGRES_CONNECTION_BUDGET, cinema_grpc_service_name, config_map_name,
-    jwt_env, plain_env, pod_ceiling, pool_size, store_url_env,
+    jwt_env, plain_env, pod_ceiling, pool_size, store_url_env, ticket_key_env,
 };
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, ServiceKind, default_resources, pull_secrets,
@@ -66,6 +66,9 @@ pub fn service_env(
         env.push(plain_env("DB_MAX_CONNECTIONS", pool.to_string()));
     }
     env.push(jwt_env(spec, inst));
+    if svc == ServiceKind::Booking {
+        env.push(ticket_key_env(inst));
+    }
     for extra in &svc.spec(spec).env {
         env.retain(|e| e.name != extra.name);
         env.push(extra.clone());
@@ -413,7 +416,13 @@ mod tests {
         );
         assert_eq!(
             names(ServiceKind::Booking),
-            ["PORT", "MONGODB_URL", "RABBITMQ_URL", "JWT_SECRET"]
+            [
+                "PORT",
+                "MONGODB_URL",
+                "RABBITMQ_URL",
+                "JWT_SECRET",
+                "TICKET_SIGNING_KEY"
+            ]
         );
     }
 
