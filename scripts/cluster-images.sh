@@ -246,15 +246,26 @@ services() {
     mkdir -p "$IMAGES"
     py services --bin-dir "$CARGO_TARGET_DIR/$PROFILE_DIR" --version "$version" --registry "$REGISTRY" "${extra[@]}" --out "$out" >&2
     echo "$version ${EXTRA_TAGS:-}" >"$out.tags"
+    spec_hash >"$out.spec"
   fi
   import_archive "$out" "$key"
   echo "$out" >"$IMAGES/last-services-archive"
 }
 
+# What the service images are made from besides the binaries: an archive built from other
+# specs says nothing about these.
+spec_hash() { cat scripts/images.tsv scripts/images.py | sha256sum | cut -d' ' -f1; }
+
 check() {
   local archives=() last
   last=$(cat "$IMAGES/last-services-archive" 2>/dev/null || true)
-  [[ -n $last && -f $last ]] && archives+=("$last")
+  if [[ -n $last && -f $last ]]; then
+    if [[ $(cat "$last.spec" 2>/dev/null) == "$(spec_hash)" ]]; then
+      archives+=("$last")
+    else
+      log "not checking $last: it was built from another images.tsv/images.py (the next 'services' rebuilds it)"
+    fi
+  fi
   py check-dockerfile Dockerfile "${archives[@]}"
 }
 

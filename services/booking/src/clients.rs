@@ -16,6 +16,7 @@ use std::{
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
+use moviebook_common::grpc_auth::{AuthedChannel, ServiceBearer};
 use moviebook_common::proto::{
     self, BatchGetShowtimesRequest, ConfirmSeatBookingRequest, ConfirmSeatBookingResponse,
     GetSeatMapRequest, GetSeatMapResponse, GetShowtimeDetailsRequest, GetShowtimeDetailsResponse,
@@ -160,7 +161,7 @@ pub fn dns_resolver() -> Resolver {
 #[derive(Clone)]
 struct Member {
     addr: Option<SocketAddr>,
-    client: CinemaServiceClient<Channel>,
+    client: CinemaServiceClient<AuthedChannel>,
 }
 
 /// Where the cinema pods are: the URL's host, resolved again every `every` so that booking's
@@ -173,6 +174,8 @@ struct Pool {
     port: u16,
     timeout: Duration,
     resolver: Resolver,
+    /// Booking's service token on every call (cinema takes gRPC calls from booking alone).
+    bearer: ServiceBearer,
     members: RwLock<Arc<Vec<Member>>>,
     next: AtomicUsize,
     /// Wakes the refresher early (a call met an unavailable pod).
@@ -221,7 +224,7 @@ impl Pool {
             match self.channel(&format!("{}://{addr}", self.scheme)) {
                 Ok(ch) => members.push(Member {
                     addr: Some(*addr),
-                    client: CinemaServiceClient::new(ch),
+                    client: CinemaServiceClient::with_interceptor(ch, self.bearer.clone()),
                 }),
                 Err(e) => tracing::warn!(%addr, error = %e, "cannot use cinema address"),
             }
@@ -288,8 +291,13 @@ pub struct CinemaClient {
 impl CinemaClient {
     /// `url`'s host is resolved every `resolve_every` (zero: never; the URL is used as it is,
     /// as it also is for an IP address or https).
-    pub fn new(url: &str, timeout: Duration, resolve_every: Duration) -> anyhow::Result<Self> {
-        Self::with_resolver(url, timeout, resolve_every, dns_resolver())
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        resolve_every: Duration,
+        bearer: ServiceBearer,
+    ) -> anyhow::Result<Self> {
+        Self::with_resolver(url, timeout, resolve_every, dns_resolver(), bearer)
     }
 
     /// [`Self::new`] with another resolver (tests give it fixed addresses).
@@ -298,6 +306,7 @@ impl CinemaClient {
         timeout: Duration,
         resolve_every: Duration,
         resolver: Resolver,
+        bearer: ServiceBearer,
     ) -> anyhow::Result<Self> {
         let uri: http::Uri = url.parse()?;
         let scheme = uri.scheme_str().unwrap_or("http").to_owned();
@@ -317,6 +326,7 @@ impl CinemaClient {
             port,
             timeout,
             resolver,
+            bearer,
             members: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
             refresh: Notify::new(),
@@ -327,7 +337,8 @@ impl CinemaClient {
                 rt.spawn(refresh_loop(Arc::downgrade(&pool), resolve_every));
             }
         } else {
-            let client = CinemaServiceClient::new(pool.channel(url)?);
+            let client =
+                CinemaServiceClient::with_interceptor(pool.channel(url)?, pool.bearer.clone());
             if let Ok(mut m) = pool.members.write() {
                 *m = Arc::new(vec![Member { addr: None, client }]);
             }
@@ -359,7 +370,7 @@ impl CinemaClient {
     /// following ones and then on a freshly resolved list (see [`retry_step`]).
     async fn call<T, F, Fut>(&self, retry: bool, call: F) -> std::result::Result<T, tonic::Status>
     where
-        F: Fn(CinemaServiceClient<Channel>) -> Fut,
+        F: Fn(CinemaServiceClient<AuthedChannel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut pass = 0;
@@ -893,12 +904,24 @@ mod tests {
             &format!("http://{gone}"),
             Duration::from_secs(1),
             Duration::ZERO,
+            bearer(),
         )
         .expect("client");
         let err = client.reached().await.expect_err("nothing listens");
         assert!(err.contains("cinema not reached yet"), "{err}");
         client.pool.reached.store(true, Ordering::Relaxed);
         assert!(client.reached().await.is_ok(), "sticky once reached");
+    }
+
+    fn bearer() -> ServiceBearer {
+        ServiceBearer::new(
+            Arc::new(moviebook_common::auth::JwtKeys::new(
+                moviebook_common::config::defaults::JWT_SECRET,
+                "moviebook",
+                Duration::from_secs(60),
+            )),
+            crate::SERVICE_NAME,
+        )
     }
 
     fn fixed(addrs: Vec<SocketAddr>) -> Resolver {
@@ -917,6 +940,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(3600),
             fixed(vec![a, b]),
+            bearer(),
         )
         .expect("client");
         let first = client.pool.rotation().await;
@@ -938,8 +962,14 @@ mod tests {
             ("http://127.0.0.1:9090", Duration::from_secs(5)),
             ("http://cinema:9090", Duration::ZERO),
         ] {
-            let c = CinemaClient::with_resolver(url, Duration::from_secs(1), every, never.clone())
-                .expect("client");
+            let c = CinemaClient::with_resolver(
+                url,
+                Duration::from_secs(1),
+                every,
+                never.clone(),
+                bearer(),
+            )
+            .expect("client");
             assert_eq!(c.pool.rotation().await.len(), 1, "{url}");
             assert!(c.addresses().is_empty(), "{url}");
         }

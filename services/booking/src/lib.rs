@@ -63,21 +63,22 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn build(config: Config) -> anyhow::Result<Arc<Booker>> {
     let config = Arc::new(config);
     let store = connect_store(&config).await?;
+    let keys = Arc::new(JwtKeys::new(
+        &config.jwt_secret,
+        &config.jwt_issuer,
+        Duration::from_secs(86_400),
+    ));
     let cinema = CinemaClient::new(
         &config.cinema_grpc_url,
         config.upstream_timeout,
         config.cinema_resolve_interval,
+        moviebook_common::grpc_auth::ServiceBearer::new(keys.clone(), SERVICE_NAME),
     )?;
     let rest = RestClients::new(
         &config.user_service_url,
         &config.payment_service_url,
         config.upstream_timeout,
     )?;
-    let keys = Arc::new(JwtKeys::new(
-        &config.jwt_secret,
-        &config.jwt_issuer,
-        Duration::from_secs(86_400),
-    ));
     Ok(Arc::new(Booker::new(config, store, cinema, rest, keys)))
 }
 

@@ -56,6 +56,18 @@ async fn dead_address() -> SocketAddr {
     addr
 }
 
+/// Booking's service token, as cinema requires on every gRPC call.
+fn bearer() -> moviebook_common::grpc_auth::ServiceBearer {
+    moviebook_common::grpc_auth::ServiceBearer::new(
+        Arc::new(moviebook_common::auth::JwtKeys::new(
+            &cinema_service::Config::for_database("postgres://unused").jwt_secret,
+            &cinema_service::Config::for_database("postgres://unused").jwt_issuer,
+            Duration::from_secs(60),
+        )),
+        moviebook_common::auth::BOOKING_SERVICE,
+    )
+}
+
 fn resolver(addrs: Vec<SocketAddr>) -> Resolver {
     Arc::new(move |_, _| {
         let addrs = addrs.clone();
@@ -73,6 +85,7 @@ async fn reads_spread_over_every_pod_and_fail_over_to_the_next() {
         Duration::from_secs(5),
         Duration::from_secs(1),
         resolver(vec![full.addr, dead, empty.addr]),
+        bearer(),
     )
     .expect("client");
 
@@ -138,6 +151,7 @@ async fn a_read_survives_a_list_naming_only_pods_that_are_gone() {
         Duration::from_secs(5),
         Duration::from_secs(3600),
         resolve,
+        bearer(),
     )
     .expect("client");
     let movies = client
@@ -160,6 +174,7 @@ async fn a_lock_is_not_retried_on_a_fresh_list() {
         Duration::from_secs(5),
         Duration::from_secs(3600),
         resolver(vec![gone]),
+        bearer(),
     )
     .expect("client");
     let started = std::time::Instant::now();

@@ -57,6 +57,12 @@ pub async fn run(
             async move { store::ping(&pool).await }
         })
     };
+    // Seat locks, confirmations and releases are the booking service's calls alone: every
+    // gRPC request must carry its service token (moviebook_common::grpc_auth).
+    let grpc_auth = moviebook_common::grpc_auth::RequireService::new(
+        keys.clone(),
+        &[moviebook_common::auth::BOOKING_SERVICE],
+    );
     let app = routes::app(
         routes::AppState {
             pool: pool.clone(),
@@ -72,8 +78,11 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    let grpc_service = CinemaServiceServer::new(grpc::Grpc::new(pool.clone()))
-        .max_decoding_message_size(1024 * 1024);
+    let grpc_service = tonic::service::interceptor::InterceptedService::new(
+        CinemaServiceServer::new(grpc::Grpc::new(pool.clone()))
+            .max_decoding_message_size(1024 * 1024),
+        grpc_auth,
+    );
     let grpc_addr = grpc.local_addr()?;
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_server = tonic::transport::Server::builder()

@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::{Service, seats};
-use moviebook_common::proto::{self, cinema_service_client::CinemaServiceClient};
+use moviebook_common::proto;
 use tonic::Code;
 
 fn lock_req(showtime: &str, s: &[&str], booking: &str, secs: i32) -> proto::LockSeatsRequest {
@@ -38,7 +38,7 @@ fn release_req(lock: &str, booking: &str) -> proto::ReleaseSeatLockRequest {
 }
 
 async fn seat_status(
-    client: &mut CinemaServiceClient<tonic::transport::Channel>,
+    client: &mut common::Client,
     showtime: &str,
 ) -> HashMap<String, proto::SeatStatus> {
     client
@@ -54,10 +54,7 @@ async fn seat_status(
         .collect()
 }
 
-async fn available_seats(
-    client: &mut CinemaServiceClient<tonic::transport::Channel>,
-    showtime: &str,
-) -> i32 {
+async fn available_seats(client: &mut common::Client, showtime: &str) -> i32 {
     client
         .get_showtime_details(proto::GetShowtimeDetailsRequest {
             showtime_id: showtime.to_owned(),
@@ -833,5 +830,78 @@ async fn catalogue_calls_serve_the_graphql_layer_in_one_round_trip() {
         (c1.seat_type.as_str(), c1.price, c1.row.as_str(), c1.number),
         ("premium", 15.0, "C", 1)
     );
+    svc.stop().await;
+}
+
+/// Seat locks, confirmations and releases are the booking service's calls alone: without a
+/// token, with a forged or expired one, or as a user (even an admin), every call is refused
+/// before it reaches the store; the booking service's own token passes.
+#[tokio::test]
+async fn only_the_booking_service_may_call_the_grpc_api() {
+    let svc = Service::start().await;
+    let mut anon = svc.anonymous_client().await;
+    let with = |token: String| {
+        let mut r = tonic::Request::new(lock_req(
+            &uuid::Uuid::new_v4().to_string(),
+            &["A1"],
+            "b-1",
+            60,
+        ));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("metadata"),
+        );
+        r
+    };
+    let err = anon
+        .lock_seats(lock_req("s", &["A1"], "b-1", 60))
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("booking-service"),
+        "{}",
+        err.message()
+    );
+
+    let forged = moviebook_common::auth::JwtKeys::new(
+        "a-different-secret-that-is-long-enough!!",
+        svc.keys.issuer(),
+        Duration::from_secs(60),
+    )
+    .issue_service_token(moviebook_common::auth::BOOKING_SERVICE)
+    .expect("token");
+    let err = anon.lock_seats(with(forged)).await.expect_err("forged");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    let admin = svc
+        .keys
+        .issue("u-1", Some("a@example.com"), &["admin".to_owned()])
+        .expect("token");
+    let err = anon.lock_seats(with(admin)).await.expect_err("a user");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let payment = svc
+        .keys
+        .issue_service_token("payment-service")
+        .expect("token");
+    let err = anon
+        .lock_seats(with(payment))
+        .await
+        .expect_err("another service");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // booking's own client is let through (the showtime does not exist: the store answered)
+    let err = svc
+        .client()
+        .await
+        .lock_seats(lock_req(
+            &uuid::Uuid::new_v4().to_string(),
+            &["A1"],
+            "b-1",
+            60,
+        ))
+        .await
+        .expect_err("unknown showtime");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
     svc.stop().await;
 }

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod grpc_auth;
 pub mod mongo;
 pub mod ops;
 pub mod outbox;

@@ -28,11 +28,24 @@ use cinema_service::{
     store,
     testdb::TestDb,
 };
-use moviebook_common::proto::{self, cinema_service_client::CinemaServiceClient};
+use moviebook_common::{
+    auth::{BOOKING_SERVICE, JwtKeys},
+    grpc_auth::{AuthedChannel, ServiceBearer},
+    proto::{self, cinema_service_client::CinemaServiceClient},
+};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-type Client = CinemaServiceClient<Channel>;
+/// A client as the booking service is one (cinema takes gRPC calls from booking alone).
+type Client = CinemaServiceClient<AuthedChannel>;
+
+async fn connect(url: &str, bearer: &ServiceBearer) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    Ok(CinemaServiceClient::with_interceptor(
+        channel,
+        bearer.clone(),
+    ))
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     match std::env::var(name) {
@@ -312,6 +325,14 @@ async fn main() -> anyhow::Result<()> {
         "service pool: {} PostgreSQL connections\n",
         config.db_max_connections
     );
+    let bearer = ServiceBearer::new(
+        std::sync::Arc::new(JwtKeys::new(
+            &config.jwt_secret,
+            &config.jwt_issuer,
+            Duration::from_secs(3600),
+        )),
+        BOOKING_SERVICE,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cinema_service::run(config, http, grpc, async move {
         let _ = stop_rx.await;
@@ -325,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for _ in 0..connections {
-        clients.push(CinemaServiceClient::connect(grpc_url.clone()).await?);
+        clients.push(connect(&grpc_url, &bearer).await?);
     }
 
     // 1. availability
@@ -402,7 +423,7 @@ async fn main() -> anyhow::Result<()> {
     let flash_clients: Vec<Client> = {
         let mut v = Vec::new();
         for _ in 0..(BUYERS / 5) {
-            v.push(CinemaServiceClient::connect(grpc_url.clone()).await?);
+            v.push(connect(&grpc_url, &bearer).await?);
         }
         v
     };

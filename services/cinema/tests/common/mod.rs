@@ -5,15 +5,24 @@
 use std::time::Duration;
 
 use cinema_service::{Config, domain::Layout, store, testdb::TestDb};
-use moviebook_common::proto::cinema_service_client::CinemaServiceClient;
+use moviebook_common::{
+    auth::{BOOKING_SERVICE, JwtKeys},
+    grpc_auth::{AuthedChannel, ServiceBearer},
+    proto::cinema_service_client::CinemaServiceClient,
+};
 use sqlx::PgPool;
 use tonic::transport::Channel;
+
+/// A gRPC client as the booking service is one: every call carries its service token.
+pub type Client = CinemaServiceClient<AuthedChannel>;
 use uuid::Uuid;
 
 pub struct Service {
     pub http: String,
     pub grpc_url: String,
     pub pool: PgPool,
+    /// The service's own keys (its JWT secret and issuer): tests mint tokens with them.
+    pub keys: std::sync::Arc<JwtKeys>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Last: dropped after the service stopped.
@@ -27,6 +36,11 @@ impl Service {
             .expect("create the test database");
         let mut config = Config::for_database(&db.url);
         config.sweep_interval = Duration::from_secs(1);
+        let keys = std::sync::Arc::new(JwtKeys::new(
+            &config.jwt_secret,
+            &config.jwt_issuer,
+            Duration::from_secs(3600),
+        ));
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_url = format!("http://{}", http.local_addr().unwrap());
@@ -53,14 +67,30 @@ impl Service {
             http: http_url,
             grpc_url,
             pool,
+            keys,
             stop: Some(tx),
             task: Some(task),
             db,
         }
     }
 
-    pub async fn client(&self) -> CinemaServiceClient<Channel> {
-        CinemaServiceClient::connect(self.grpc_url.clone())
+    /// A client that calls as the booking service.
+    pub async fn client(&self) -> Client {
+        CinemaServiceClient::with_interceptor(
+            self.channel().await,
+            ServiceBearer::new(self.keys.clone(), BOOKING_SERVICE),
+        )
+    }
+
+    /// A client that sends no credentials of its own.
+    pub async fn anonymous_client(&self) -> CinemaServiceClient<Channel> {
+        CinemaServiceClient::new(self.channel().await)
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url.clone())
+            .expect("gRPC URL")
+            .connect()
             .await
             .expect("connect gRPC")
     }
