@@ -33,8 +33,7 @@ impl UserLimiter {
     /// `per_minute` mutations per user and minute; 0 turns the limit off.
     pub fn new(per_minute: u32) -> Self {
         Self {
-            limiter: NonZeroU32::new(per_minute)
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             checks: AtomicU64::new(0),
         }
     }

@@ -364,7 +364,11 @@ async fn a_user_is_limited_per_minute_and_others_are_not() {
     let wait = err["retryAfter"].as_u64().unwrap_or(0);
     assert!((1..=21).contains(&wait), "retryAfter {wait}: {body}");
     assert_eq!(
-        stack.seat_statuses(&showtime).await.get(&seats[0]).map(String::as_str),
+        stack
+            .seat_statuses(&showtime)
+            .await
+            .get(&seats[0])
+            .map(String::as_str),
         Some("AVAILABLE"),
         "a refused mutation holds nothing"
     );
