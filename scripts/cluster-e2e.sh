@@ -140,7 +140,9 @@ system:
     # its own node ports, so it runs beside make cluster-up (30080-30082)
     gateway: { type: None, direct: { nodePorts: { graphql: 31080, user: 31081, catalogue: 31082 } } }
     services:
-      booking: { replicas: 2 }
+      # the load step's clients book and pay as fast as they can (about 4 mutations a second
+      # each): above the default per-user limit of 120 a minute
+      booking: { replicas: 2, env: [{ name: USER_MUTATIONS_PER_MINUTE, value: "1200" }] }
       cinema: { replicas: 2 }
 EOF
 # Helm installs a chart's CRD only when it is absent: apply this tree's, so a node that an older

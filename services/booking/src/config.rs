@@ -53,6 +53,11 @@ pub struct Config {
     /// the cinema service, and lists (movies → showtimes → seats) would otherwise fan one
     /// anonymous query out into hundreds of them within the complexity limit.
     pub max_seat_maps: usize,
+    /// Booking mutations (createBooking, processPayment, cancelBooking) one user may make per
+    /// minute on this process (`USER_MUTATIONS_PER_MINUTE`, 120; 0: no limit). Kong's limit is
+    /// per client address and its JWT consumer is shared by every user, so this is the one
+    /// that follows a user across addresses. Per process: with N replicas a user gets up to N×.
+    pub user_mutations_per_minute: u32,
     /// Most seats in one booking (`MAX_SEATS_PER_BOOKING`, 10).
     pub max_seats: usize,
     /// Currency of every booking (`CURRENCY`, USD).
@@ -155,6 +160,7 @@ impl Config {
             max_depth: var_or("GRAPHQL_MAX_DEPTH", 10)?,
             max_complexity: var_or("GRAPHQL_MAX_COMPLEXITY", 500)?,
             max_seat_maps: var_or("GRAPHQL_MAX_SEAT_MAPS", 4)?,
+            user_mutations_per_minute: var_or("USER_MUTATIONS_PER_MINUTE", 120)?,
             max_seats: var_or("MAX_SEATS_PER_BOOKING", 10)?,
             currency: string_or("CURRENCY", "USD"),
             sweeper_enabled: var_or("SWEEPER_ENABLED", true)?,
@@ -204,6 +210,7 @@ impl Config {
             max_depth: 10,
             max_complexity: 500,
             max_seat_maps: 4,
+            user_mutations_per_minute: 120,
             max_seats: 10,
             currency: "USD".to_owned(),
             sweeper_enabled: true,

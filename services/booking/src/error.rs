@@ -39,6 +39,9 @@ pub enum BookingError {
         service: &'static str,
         message: String,
     },
+    /// The caller made too many booking mutations; it may again after `retry_after_secs`.
+    #[error("too many booking changes from this user; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -59,6 +62,7 @@ impl BookingError {
             Self::HoldExpired(_) => "HOLD_EXPIRED",
             Self::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
             Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -133,6 +137,7 @@ impl ErrorExtensions for BookingError {
                 }
                 Self::InvalidState { status, .. } => ext.set("status", status.as_str()),
                 Self::Unavailable { service, .. } => ext.set("service", *service),
+                Self::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
                 _ => {}
             }
         })

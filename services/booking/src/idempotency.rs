@@ -139,6 +139,8 @@ impl StoredError {
             | BookingError::InvalidState { .. }
             | BookingError::IdempotencyKeyReused(_)
             | BookingError::Unavailable { .. }
+            // transient: a retry after the wait must be able to succeed
+            | BookingError::RateLimited { .. }
             | BookingError::Internal(_) => return None,
         })
     }

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod idempotency;
+pub mod limits;
 pub mod live;
 pub mod service;
 pub mod store;

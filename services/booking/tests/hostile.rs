@@ -324,3 +324,57 @@ async fn a_query_cannot_fan_out_into_seat_maps() {
     }
     stack.stop().await;
 }
+
+/// One user cannot hammer the booking mutations: past `USER_MUTATIONS_PER_MINUTE` (3 here)
+/// createBooking, processPayment and cancelBooking answer RATE_LIMITED with `retryAfter`,
+/// before any seat is held or any money moves; another user is not affected.
+#[tokio::test]
+async fn a_user_is_limited_per_minute_and_others_are_not() {
+    let stack = Stack::start(Options {
+        notification: false,
+        user_mutations_per_minute: 3,
+        ..Options::default()
+    })
+    .await;
+    let (user_id, token) = stack.user().await;
+    let b1 = stack.book(&user_id, &token, 1).await;
+    let _b2 = stack.book(&user_id, &token, 1).await;
+    let (_, body) = stack
+        .gql(
+            Some(&token),
+            "mutation($id: ID!) { cancelBooking(bookingId: $id) { success } }",
+            json!({"id": b1.id}),
+        )
+        .await;
+    assert_eq!(body["data"]["cancelBooking"]["success"], true, "{body}");
+
+    // the 4th mutation of the minute: refused with a code and a wait, and nothing was held
+    let showtime = stack.first_showtime().await;
+    let seats = stack.free_seats(&showtime, 1).await;
+    let (status, body) = stack
+        .gql(
+            Some(&token),
+            "mutation($u: ID!, $s: ID!, $seats: [String!]!) { createBooking(userId: $u, showtimeId: $s, seatNumbers: $seats) { success } }",
+            json!({"u": user_id, "s": showtime, "seats": seats}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let err = &body["errors"][0]["extensions"];
+    assert_eq!(err["code"], "RATE_LIMITED", "{body}");
+    let wait = err["retryAfter"].as_u64().unwrap_or(0);
+    assert!((1..=21).contains(&wait), "retryAfter {wait}: {body}");
+    assert_eq!(
+        stack
+            .seat_statuses(&showtime)
+            .await
+            .get(&seats[0])
+            .map(String::as_str),
+        Some("AVAILABLE"),
+        "a refused mutation holds nothing"
+    );
+
+    // another user still books
+    let (other_id, other_token) = stack.user().await;
+    let _ = stack.book(&other_id, &other_token, 1).await;
+    stack.stop().await;
+}

@@ -100,6 +100,13 @@ fn idempotency_key_of(ctx: &Context<'_>, argument: Option<String>) -> Result<Opt
     crate::idempotency::choose_key(argument.as_deref(), header).map_err(|e| gql(e.into()))
 }
 
+/// Spends one of the caller's booking mutations ([`crate::limits`]): `RATE_LIMITED` past them.
+fn spend_mutation(ctx: &Context<'_>, c: &Caller) -> Result<()> {
+    ctx.data::<crate::limits::UserLimiter>()?
+        .check(&c.claims)
+        .map_err(gql)
+}
+
 fn booker<'a>(ctx: &'a Context<'_>) -> Result<&'a Booker> {
     Ok(&ctx.data::<AppCtx>()?.booker)
 }
@@ -211,6 +218,7 @@ impl Mutation {
         idempotency_key: Option<String>,
     ) -> Result<BookingResult> {
         let c = caller(ctx)?;
+        spend_mutation(ctx, c)?;
         let key = idempotency_key_of(ctx, idempotency_key)?;
         let booking = booker(ctx)?
             .create_booking(c, &user_id, &showtime_id, &seat_numbers, key)
@@ -239,6 +247,7 @@ impl Mutation {
         idempotency_key: Option<String>,
     ) -> Result<PaymentResult> {
         let c = caller(ctx)?;
+        spend_mutation(ctx, c)?;
         let key = idempotency_key_of(ctx, idempotency_key)?;
         let booking = booker(ctx)?
             .process_payment(
@@ -261,6 +270,7 @@ impl Mutation {
     /// Cancels a booking: releases a hold, or refunds a confirmed booking and returns its seats.
     async fn cancel_booking(&self, ctx: &Context<'_>, booking_id: ID) -> Result<BookingResult> {
         let c = caller(ctx)?;
+        spend_mutation(ctx, c)?;
         let booking = booker(ctx)?
             .cancel_booking(c, &booking_id)
             .await
@@ -288,6 +298,9 @@ pub fn schema(
         .data(crate::ticket::TicketSigner::new(
             booker.config.ticket_seed,
             &booker.config.jwt_secret,
+        ))
+        .data(crate::limits::UserLimiter::new(
+            booker.config.user_mutations_per_minute,
         ))
         .data(AppCtx { booker })
         .data(feed)

@@ -45,6 +45,8 @@ pub struct Options {
     pub sweeper: bool,
     /// Bounds of the live seat map's WebSocket.
     pub live: booking_service::live::LiveLimits,
+    /// `USER_MUTATIONS_PER_MINUTE` (the service's default, 120, unless a test needs another).
+    pub user_mutations_per_minute: u32,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             notification: true,
             sweeper: true,
             live: booking_service::live::LiveLimits::default(),
+            user_mutations_per_minute: 120,
         }
     }
 }
@@ -168,6 +171,7 @@ impl Stack {
         cfg.sweep_interval = Duration::from_secs(1);
         cfg.sweeper_enabled = opts.sweeper;
         cfg.live = opts.live;
+        cfg.user_mutations_per_minute = opts.user_mutations_per_minute;
         let (booking_l, booking_url) = listener().await;
         tasks.push(tokio::spawn(booking_service::run(
             cfg,
