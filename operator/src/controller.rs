@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::apply::{self, Managed};
 use crate::build::{
     self, GENERATION_ANNOTATION, Instance, MANAGED_BY, ObservedJob, Resolved, ServiceKind,
-    StoreKind, config, migrations,
+    StoreKind, config, migrations, tokens,
 };
 use crate::crd::{
     DataOnDelete, FINALIZER, MigrationState, MovieBookingSystem, MovieBookingSystemStatus, Phase,
@@ -220,6 +220,54 @@ fn secrets_forbidden(e: kube::Error, ns: &str) -> Error {
     }
 }
 
+/// A referenced Secret's key that must exist.
+async fn required_secret_value(
+    client: &Client,
+    ns: &str,
+    field: &str,
+    r: &crate::crd::SecretKeyRef,
+) -> Result<String> {
+    secret_value(client, ns, &r.name, &r.key)
+        .await?
+        .ok_or_else(|| {
+            Error::MissingSecret(format!("{field}: Secret {} has no key {}", r.name, r.key))
+        })
+}
+
+/// The user-token signing key (referenced, else the generated one, else a new one) and the
+/// keys tokens are accepted with. A key that does not parse is an invalid spec, reported in
+/// the status before any pod would crash on it.
+async fn resolve_user_token_keys(
+    client: &Client,
+    ns: &str,
+    auth: &crate::crd::AuthSpec,
+    generated: &BTreeMap<String, String>,
+    res: &mut Resolved,
+) -> Result<()> {
+    res.user_token_signing_key = match &auth.user_token_key_ref {
+        Some(r) => required_secret_value(client, ns, "auth.userTokenKeyRef", r).await?,
+        None => {
+            res.user_token_key_generated = true;
+            match generated
+                .get(config::USER_TOKEN_SIGNING_KEY)
+                .filter(|v| !v.trim().is_empty())
+            {
+                Some(kept) => kept.clone(),
+                None => tokens::new_signing_key().map_err(Error::InvalidSpec)?,
+            }
+        }
+    };
+    let extra = match &auth.user_token_verification_keys_ref {
+        Some(r) => {
+            Some(required_secret_value(client, ns, "auth.userTokenVerificationKeysRef", r).await?)
+        }
+        None => None,
+    };
+    res.user_token_keys = tokens::verification_keys(&res.user_token_signing_key, extra.as_deref())
+        .map_err(Error::InvalidSpec)?;
+    Ok(())
+}
+
 /// Resolves credentials (reusing generated ones), referenced Secrets and workload state.
 async fn resolve(
     client: &Client,
@@ -271,6 +319,7 @@ async fn resolve(
             res.jwt_generated = true;
         }
     }
+    resolve_user_token_keys(client, ns, &mbs.spec.auth, &generated, &mut res).await?;
     for store in StoreKind::ALL {
         if let Some(ext) = &store.spec(&mbs.spec).external {
             let r = &ext.secret_ref;

@@ -490,13 +490,25 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Secret key holding the HS256 JWT secret. When absent the operator generates one
-    /// and keeps it in `<name>-secrets`.
+    /// Secret key holding the HS256 secret of service tokens (the tokens services mint for
+    /// their calls to each other; user tokens are ES256, see `userTokenKeyRef`). When absent
+    /// the operator generates one and keeps it in `<name>-secrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_secret_ref: Option<SecretKeyRef>,
-    /// `iss` of the tokens the user service issues; it is also the Kong jwt credential key.
+    /// `iss` of the tokens the user service issues (every service checks it).
     #[serde(default = "default_issuer")]
     pub jwt_issuer: String,
+    /// Secret key holding the user service's ES256 token-signing key (PKCS#8 PEM, P-256).
+    /// When absent the operator generates one and keeps it in `<name>-secrets`
+    /// (`user-token-signing-key`). Only the user service's pods receive it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_token_key_ref: Option<SecretKeyRef>,
+    /// Secret key holding further public keys (SPKI PEMs, one after the other) user tokens are
+    /// accepted with, besides the signing key's own. A rotation without logging anyone out:
+    /// list the new key's public half here, then point `userTokenKeyRef` at the new key (and
+    /// keep the old public key listed for one token lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_token_verification_keys_ref: Option<SecretKeyRef>,
 }
 
 impl Default for AuthSpec {
@@ -504,6 +516,8 @@ impl Default for AuthSpec {
         Self {
             jwt_secret_ref: None,
             jwt_issuer: default_issuer(),
+            user_token_key_ref: None,
+            user_token_verification_keys_ref: None,
         }
     }
 }

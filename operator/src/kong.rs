@@ -21,12 +21,13 @@
 //! - global plugins: CORS, rate limiting per client IP (policy `local`, no shared store needed),
 //!   a correlation id and JSON access logs on stdout.
 //!
-//! Tokens are HS256, and Kong finds the credential by the `iss` claim, which is why the user
-//! service's `JWT_ISSUER` equals the consumer's jwt key.
+//! User tokens are ES256 and name their key in the header's `kid`; Kong has one credential per
+//! public key (the operator's `user-token-public-keys`, two during a rotation), keyed by that
+//! id, and no secret at all. Service tokens (HS256) are never accepted at the edge.
 
 use serde_json::{Value, json};
 
-use crate::build::{Instance, ServiceKind};
+use crate::build::{Instance, ServiceKind, tokens::VerificationKey};
 use crate::crd::MovieBookingSystemSpec;
 
 /// Consumer whose credential verifies user tokens.
@@ -40,7 +41,11 @@ pub const ANY_METHOD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELET
 pub const CATALOGUE: [&str; 4] = ["movies", "showtimes", "cinemas", "screens"];
 
 /// The declarative configuration as a JSON value (Kong accepts YAML or JSON).
-pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) -> Value {
+pub fn config(
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    user_keys: &[VerificationKey],
+) -> Value {
     let upstream = |svc: ServiceKind, path: &str| {
         format!(
             "http://{}:{}{}",
@@ -51,7 +56,8 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
     };
     let jwt = |anonymous: bool| {
         let mut config = json!({
-            "key_claim_name": "iss",
+            // Kong reads the claim from the payload, then the header: `kid` is in the header.
+            "key_claim_name": "kid",
             "claims_to_verify": ["exp"],
             "header_names": ["authorization"],
             "uri_param_names": [],
@@ -111,9 +117,12 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
         "consumers": [
             {
                 "username": USERS_CONSUMER,
-                "jwt_secrets": [
-                    {"key": spec.auth.jwt_issuer, "secret": jwt_secret, "algorithm": "HS256"},
-                ],
+                // One credential per public key (two during a rotation). Kong holds no secret:
+                // it cannot mint a token, and service tokens (HS256) never pass the edge.
+                "jwt_secrets": user_keys
+                    .iter()
+                    .map(|k| json!({"key": k.kid, "algorithm": "ES256", "rsa_public_key": k.pem}))
+                    .collect::<Vec<_>>(),
             },
             {"username": ANONYMOUS_CONSUMER},
         ],
@@ -151,9 +160,13 @@ pub fn config(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) 
 }
 
 /// The configuration as YAML, the file Kong reads.
-pub fn render(spec: &MovieBookingSystemSpec, inst: &Instance, jwt_secret: &str) -> String {
+pub fn render(
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    user_keys: &[VerificationKey],
+) -> String {
     // A serde_json::Value always serialises; the fallback only guards the type system.
-    serde_yaml::to_string(&config(spec, inst, jwt_secret)).unwrap_or_default()
+    serde_yaml::to_string(&config(spec, inst, user_keys)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -192,7 +205,7 @@ mod tests {
 
     #[test]
     fn login_and_register_are_public_profile_is_protected() {
-        let v = config(&sample().spec, &instance(), "s3cret");
+        let v = config(&sample().spec, &instance(), &test_keys());
         let public = route(&v, "user-service", "user-public");
         assert_eq!(
             public["paths"],
@@ -210,12 +223,12 @@ mod tests {
 
     #[test]
     fn graphql_uses_jwt_with_anonymous_consumer() {
-        let v = config(&sample().spec, &instance(), "s3cret");
+        let v = config(&sample().spec, &instance(), &test_keys());
         let g = route(&v, "booking-service", "graphql");
         assert_eq!(g["paths"], json!(["/graphql"]));
         assert_eq!(g["plugins"][0]["name"], "jwt");
         assert_eq!(g["plugins"][0]["config"]["anonymous"], ANONYMOUS_CONSUMER);
-        assert_eq!(g["plugins"][0]["config"]["key_claim_name"], "iss");
+        assert_eq!(g["plugins"][0]["config"]["key_claim_name"], "kid");
         find(&v, "consumers", "username", ANONYMOUS_CONSUMER);
         assert_eq!(
             find(&v, "services", "name", "booking-service")["url"],
@@ -225,27 +238,47 @@ mod tests {
 
     #[test]
     fn the_storefront_is_a_public_read_only_catch_all_on_booking() {
-        let v = config(&sample().spec, &instance(), "s3cret");
+        let v = config(&sample().spec, &instance(), &test_keys());
         let r = route(&v, "booking-service", "storefront");
         assert_eq!(r["paths"], serde_json::json!(["/"]));
         assert_eq!(r["methods"], serde_json::json!(["GET", "HEAD"]));
         assert!(plugins(r).is_empty());
     }
 
+    fn test_keys() -> Vec<VerificationKey> {
+        vec![
+            VerificationKey {
+                kid: "aaaaaaaaaaaaaaaa".into(),
+                pem: "-----BEGIN PUBLIC KEY-----\nA\n-----END PUBLIC KEY-----\n".into(),
+            },
+            VerificationKey {
+                kid: "bbbbbbbbbbbbbbbb".into(),
+                pem: "-----BEGIN PUBLIC KEY-----\nB\n-----END PUBLIC KEY-----\n".into(),
+            },
+        ]
+    }
+
     #[test]
-    fn jwt_credential_key_is_the_issuer() {
-        let mut mbs = sample();
-        mbs.spec.auth.jwt_issuer = "tickets".into();
-        let v = config(&mbs.spec, &instance(), "s3cret");
-        let creds = &find(&v, "consumers", "username", USERS_CONSUMER)["jwt_secrets"][0];
-        assert_eq!(creds["key"], "tickets");
-        assert_eq!(creds["secret"], "s3cret");
-        assert_eq!(creds["algorithm"], "HS256");
+    fn one_es256_credential_per_public_key_and_no_secret() {
+        let v = config(&sample().spec, &instance(), &test_keys());
+        let creds = find(&v, "consumers", "username", USERS_CONSUMER)["jwt_secrets"]
+            .as_array()
+            .expect("credentials")
+            .clone();
+        assert_eq!(creds.len(), 2);
+        for (cred, key) in creds.iter().zip(test_keys()) {
+            assert_eq!(cred["key"], key.kid.as_str());
+            assert_eq!(cred["algorithm"], "ES256");
+            assert_eq!(cred["rsa_public_key"], key.pem.as_str());
+            assert!(cred.get("secret").is_none(), "Kong holds no signing secret");
+        }
+        let g = route(&v, "booking-service", "graphql");
+        assert_eq!(g["plugins"][0]["config"]["key_claim_name"], "kid");
     }
 
     #[test]
     fn catalogue_reads_are_public_writes_need_a_token() {
-        let v = config(&sample().spec, &instance(), "s");
+        let v = config(&sample().spec, &instance(), &test_keys());
         let read = route(&v, "cinema-service", "catalogue-read");
         assert!(plugins(read).is_empty());
         assert_eq!(read["methods"], json!(["GET", "HEAD", "OPTIONS"]));
@@ -330,7 +363,7 @@ mod tests {
 
     #[test]
     fn every_path_reaches_its_own_route_past_the_storefront_catch_all() {
-        let v = config(&sample().spec, &instance(), "s");
+        let v = config(&sample().spec, &instance(), &test_keys());
         for r in v["services"]
             .as_array()
             .expect("services")
@@ -379,7 +412,7 @@ mod tests {
 
     #[test]
     fn no_payment_or_refund_write_is_routed_reads_need_a_token() {
-        let v = config(&sample().spec, &instance(), "s");
+        let v = config(&sample().spec, &instance(), &test_keys());
         for path in [
             "/api/v1/payments",
             "/api/v1/payments/",
@@ -407,7 +440,7 @@ mod tests {
     #[test]
     fn global_rate_limit_and_cors_follow_the_spec() {
         let mut mbs = sample();
-        let v = config(&mbs.spec, &instance(), "s");
+        let v = config(&mbs.spec, &instance(), &test_keys());
         let rl = find(&v, "plugins", "name", "rate-limiting");
         assert_eq!(rl["config"]["minute"], 200);
         assert_eq!(rl["config"]["limit_by"], "ip");
@@ -420,7 +453,7 @@ mod tests {
 
         mbs.spec.gateway.kong.rate_limit_per_minute = 50;
         mbs.spec.gateway.kong.cors_origins = vec!["https://tickets.example".into()];
-        let v = config(&mbs.spec, &instance(), "s");
+        let v = config(&mbs.spec, &instance(), &test_keys());
         assert_eq!(
             find(&v, "plugins", "name", "rate-limiting")["config"]["minute"],
             50
@@ -435,12 +468,12 @@ mod tests {
 
     #[test]
     fn renders_yaml_with_format_version() {
-        let yaml = render(&sample().spec, &instance(), "s");
+        let yaml = render(&sample().spec, &instance(), &test_keys());
         assert!(
             yaml.starts_with("_format_version: '3.0'") || yaml.contains("_format_version: '3.0'"),
             "{yaml}"
         );
         let back: Value = serde_yaml::from_str(&yaml).expect("yaml parses");
-        assert_eq!(back, config(&sample().spec, &instance(), "s"));
+        assert_eq!(back, config(&sample().spec, &instance(), &test_keys()));
     }
 }

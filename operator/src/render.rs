@@ -9,7 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Serialize;
 use serde::ser::Error as _;
 
-use crate::build::{self, Desired, Instance, ObservedJob, Resolved, StoreKind};
+use crate::build::{
+    self, Desired, Instance, ObservedJob, Resolved, StoreKind, tokens::VerificationKey,
+};
 use crate::crd::{MigrationState, MovieBookingSystem};
 
 /// Placeholder of every generated credential.
@@ -85,6 +87,13 @@ fn render_one(mbs: &MovieBookingSystem) -> Result<String, RenderError> {
         jwt_secret: GENERATED.into(),
         ticket_signing_key: GENERATED.into(),
         jwt_generated: mbs.spec.auth.jwt_secret_ref.is_none(),
+        user_token_signing_key: GENERATED.into(),
+        user_token_key_generated: mbs.spec.auth.user_token_key_ref.is_none(),
+        // Kong's credentials show where the key comes from, not a key made up for the print.
+        user_token_keys: vec![VerificationKey {
+            kid: GENERATED.into(),
+            pem: GENERATED.into(),
+        }],
         ..Resolved::default()
     };
     for store in StoreKind::ALL {

@@ -16,6 +16,10 @@ pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
 pub const JWT_SECRET: &str = "jwt-secret";
 /// The Ed25519 seed booking signs tickets with (base64 of 32 bytes; booking's env alone).
 pub const TICKET_SIGNING_KEY: &str = "ticket-signing-key";
+/// The user service's ES256 token-signing key, when generated (the user service's env alone).
+pub const USER_TOKEN_SIGNING_KEY: &str = "user-token-signing-key";
+/// The public keys user tokens are verified with (every service's env; Kong's config).
+pub const USER_TOKEN_PUBLIC_KEYS: &str = "user-token-public-keys";
 /// Database user and names of the managed stores.
 pub const DB_USER: &str = "moviebook";
 pub const POSTGRES_DB: &str = "cinema";
@@ -140,6 +144,18 @@ pub fn build(
     if !res.ticket_signing_key.is_empty() {
         data.insert(TICKET_SIGNING_KEY.into(), res.ticket_signing_key.clone());
     }
+    if res.user_token_key_generated {
+        data.insert(
+            USER_TOKEN_SIGNING_KEY.into(),
+            res.user_token_signing_key.clone(),
+        );
+    }
+    // Derived from the signing key (and the referenced extra keys), so a change of either
+    // changes this value, the config hash and so every pod.
+    data.insert(
+        USER_TOKEN_PUBLIC_KEYS.into(),
+        super::tokens::joined(&res.user_token_keys),
+    );
     // MongoDB has no credentials here: each service's URL is in its pod template.
     for store in [StoreKind::Postgres, StoreKind::Redis, StoreKind::Rabbitmq] {
         if store.spec(spec).managed.is_some() {
@@ -262,6 +278,27 @@ pub fn ticket_key_env(inst: &Instance) -> EnvVar {
     secret_env("TICKET_SIGNING_KEY", &secret_name(inst), TICKET_SIGNING_KEY)
 }
 
+/// Where the user service reads its token-signing key (no other pod gets it).
+pub fn user_token_signing_key_env(spec: &MovieBookingSystemSpec, inst: &Instance) -> EnvVar {
+    match &spec.auth.user_token_key_ref {
+        Some(r) => secret_env("USER_TOKEN_SIGNING_KEY", &r.name, &r.key),
+        None => secret_env(
+            "USER_TOKEN_SIGNING_KEY",
+            &secret_name(inst),
+            USER_TOKEN_SIGNING_KEY,
+        ),
+    }
+}
+
+/// Where every service reads the keys user tokens are verified with.
+pub fn user_token_public_keys_env(inst: &Instance) -> EnvVar {
+    secret_env(
+        "USER_TOKEN_PUBLIC_KEYS",
+        &secret_name(inst),
+        USER_TOKEN_PUBLIC_KEYS,
+    )
+}
+
 /// Where a service reads the JWT secret.
 pub fn jwt_env(spec: &MovieBookingSystemSpec, inst: &Instance) -> EnvVar {
     match &spec.auth.jwt_secret_ref {
@@ -355,6 +392,58 @@ mod tests {
             .and_then(|v| v.secret_key_ref)
             .expect("secret ref");
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("pg", "url"));
+    }
+
+    #[test]
+    fn user_token_keys_generated_or_referenced() {
+        let mut mbs = sample();
+        let res = resolved();
+        let (secret, _, h1) = build(&mbs.spec, &instance(), &res);
+        assert_eq!(
+            text(&secret, USER_TOKEN_SIGNING_KEY),
+            res.user_token_signing_key
+        );
+        assert_eq!(
+            text(&secret, USER_TOKEN_PUBLIC_KEYS),
+            super::super::tokens::joined(&res.user_token_keys)
+        );
+        let from = |e: EnvVar| {
+            let sel = e
+                .value_from
+                .and_then(|v| v.secret_key_ref)
+                .expect("secret ref");
+            (sel.name, sel.key)
+        };
+        assert_eq!(
+            from(user_token_signing_key_env(&mbs.spec, &instance())),
+            ("demo-secrets".to_owned(), USER_TOKEN_SIGNING_KEY.to_owned())
+        );
+
+        // A referenced key is read from the user's Secret and not copied.
+        mbs.spec.auth.user_token_key_ref = Some(crate::crd::SecretKeyRef {
+            name: "token-key".into(),
+            key: "pem".into(),
+        });
+        let mut res = resolved();
+        res.user_token_key_generated = false;
+        let (secret, _, _) = build(&mbs.spec, &instance(), &res);
+        let data = secret.data.expect("data");
+        assert!(!data.contains_key(USER_TOKEN_SIGNING_KEY));
+        assert!(data.contains_key(USER_TOKEN_PUBLIC_KEYS));
+        assert_eq!(
+            from(user_token_signing_key_env(&mbs.spec, &instance())),
+            ("token-key".to_owned(), "pem".to_owned())
+        );
+
+        // A second verification key (a rotation's first step) rolls every pod.
+        let mut res = resolved();
+        res.user_token_keys
+            .push(super::super::tokens::VerificationKey {
+                kid: "fedcba9876543210".into(),
+                pem: "-----BEGIN PUBLIC KEY-----\nnew\n-----END PUBLIC KEY-----\n".into(),
+            });
+        let (_, _, h2) = build(&sample().spec, &instance(), &res);
+        assert_ne!(h1, h2);
     }
 
     #[test]

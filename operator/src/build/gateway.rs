@@ -145,7 +145,7 @@ pub fn render_kong_config(
     inst: &Instance,
     res: &Resolved,
 ) -> String {
-    kong::render(spec, inst, &res.jwt_secret)
+    kong::render(spec, inst, &res.user_token_keys)
 }
 
 /// The Secret holding `kong.yml`.
@@ -573,7 +573,10 @@ mod tests {
     fn config_secret_contains_the_declarative_config() {
         let s = kong_config_secret(&sample().spec, &instance(), &resolved());
         let yaml = String::from_utf8(s.data.expect("data")[CONFIG_KEY].0.clone()).expect("utf8");
-        assert!(yaml.contains("jwtsecret"));
+        // Kong gets the public keys, never the HS256 secret of service tokens.
+        assert!(!yaml.contains("jwtsecret"));
+        assert!(yaml.contains(&resolved().user_token_keys[0].kid));
+        assert!(yaml.contains("ES256"));
         assert!(yaml.contains("rate-limiting"));
     }
 

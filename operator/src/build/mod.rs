@@ -15,6 +15,7 @@ pub mod network;
 pub mod sample;
 pub mod services;
 pub mod stores;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 
@@ -261,6 +262,13 @@ pub struct Resolved {
     pub jwt_generated: bool,
     /// Booking's ticket-signing seed (base64 of 32 bytes), generated once and kept.
     pub ticket_signing_key: String,
+    /// The user service's token-signing key (PKCS#8 PEM): from `auth.userTokenKeyRef`, or
+    /// generated once and kept.
+    pub user_token_signing_key: String,
+    /// Whether `user_token_signing_key` was generated (and so lives in `<name>-secrets`).
+    pub user_token_key_generated: bool,
+    /// The keys user tokens are accepted with (the signing key's first).
+    pub user_token_keys: Vec<tokens::VerificationKey>,
     /// URLs of external stores, read from their Secrets (only for hashing: pods read the
     /// Secret themselves through `secretKeyRef`).
     pub external_urls: BTreeMap<StoreKind, String>,
@@ -502,6 +510,12 @@ pub(crate) mod test_support {
             jwt_secret: "jwtsecret".into(),
             jwt_generated: true,
             ticket_signing_key: "dGlja2V0LXNlZWQtMzItYnl0ZXMtZm9yLXRlc3RzISE=".into(),
+            user_token_signing_key: "<test signing key>".into(),
+            user_token_key_generated: true,
+            user_token_keys: vec![super::tokens::VerificationKey {
+                kid: "0123456789abcdef".into(),
+                pem: "-----BEGIN PUBLIC KEY-----\ntest\n-----END PUBLIC KEY-----\n".into(),
+            }],
             ..Resolved::default()
         }
     }

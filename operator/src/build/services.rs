@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::config::{
     CINEMA_RESOLVE_SECONDS, POSTGRES_CONNECTION_BUDGET, cinema_grpc_service_name, config_map_name,
     jwt_env, plain_env, pod_ceiling, pool_size, store_url_env, ticket_key_env,
+    user_token_public_keys_env, user_token_signing_key_env,
 };
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, ServiceKind, default_resources, pull_secrets,
@@ -66,8 +67,11 @@ pub fn service_env(
         env.push(plain_env("DB_MAX_CONNECTIONS", pool.to_string()));
     }
     env.push(jwt_env(spec, inst));
-    if svc == ServiceKind::Booking {
-        env.push(ticket_key_env(inst));
+    env.push(user_token_public_keys_env(inst));
+    match svc {
+        ServiceKind::User => env.push(user_token_signing_key_env(spec, inst)),
+        ServiceKind::Booking => env.push(ticket_key_env(inst)),
+        _ => {}
     }
     for extra in &svc.spec(spec).env {
         env.retain(|e| e.name != extra.name);
@@ -401,7 +405,8 @@ mod tests {
                 "DATABASE_URL",
                 "RABBITMQ_URL",
                 "DB_MAX_CONNECTIONS",
-                "JWT_SECRET"
+                "JWT_SECRET",
+                "USER_TOKEN_PUBLIC_KEYS"
             ]
         );
         assert_eq!(
@@ -411,7 +416,8 @@ mod tests {
                 "MONGODB_URL",
                 "REDIS_URL",
                 "RABBITMQ_URL",
-                "JWT_SECRET"
+                "JWT_SECRET",
+                "USER_TOKEN_PUBLIC_KEYS"
             ]
         );
         assert_eq!(
@@ -421,9 +427,22 @@ mod tests {
                 "MONGODB_URL",
                 "RABBITMQ_URL",
                 "JWT_SECRET",
+                "USER_TOKEN_PUBLIC_KEYS",
                 "TICKET_SIGNING_KEY"
             ]
         );
+        let user = names(ServiceKind::User);
+        assert_eq!(
+            user[user.len() - 2..],
+            ["USER_TOKEN_PUBLIC_KEYS", "USER_TOKEN_SIGNING_KEY"]
+        );
+        for svc in ServiceKind::ALL {
+            assert_eq!(
+                names(svc).contains(&"USER_TOKEN_SIGNING_KEY".to_owned()),
+                svc == ServiceKind::User,
+                "only the user service holds the signing key ({svc:?})"
+            );
+        }
     }
 
     #[test]

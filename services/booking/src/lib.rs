@@ -64,11 +64,11 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn build(config: Config) -> anyhow::Result<Arc<Booker>> {
     let config = Arc::new(config);
     let store = connect_store(&config).await?;
-    let keys = Arc::new(JwtKeys::new(
+    let keys = Arc::new(JwtKeys::from_env(
         &config.jwt_secret,
         &config.jwt_issuer,
         Duration::from_secs(86_400),
-    ));
+    )?);
     let cinema = CinemaClient::new(
         &config.cinema_grpc_url,
         config.upstream_timeout,

@@ -72,6 +72,25 @@ async fn hostile_inputs_get_codes_and_never_a_5xx() {
         roles: vec![],
     })
     .expect("sign");
+    // What any holder of the shared service secret could make: a user's claims, HS256, with
+    // the user audience. User tokens are ES256 from the user service's key alone.
+    let secret_signed_user = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user_id, "iss": "moviebook", "aud": "moviebook",
+                "exp": now + 600, "iat": now}),
+        &jsonwebtoken::EncodingKey::from_secret(
+            moviebook_common::config::defaults::JWT_SECRET.as_bytes(),
+        ),
+    )
+    .expect("sign");
+    // A genuine service token: it is no user, and acts for none on these calls.
+    let service = JwtKeys::new(
+        moviebook_common::config::defaults::JWT_SECRET,
+        "moviebook",
+        Duration::from_secs(60),
+    )
+    .issue_service_token("notification-service")
+    .expect("sign");
     let seats = json!(["A1"]);
     let create = json!({"u": user_id, "s": showtime, "seats": seats});
 
@@ -124,6 +143,20 @@ async fn hostile_inputs_get_codes_and_never_a_5xx() {
             CREATE.into(),
             create.clone(),
             "UNAUTHENTICATED",
+        ),
+        (
+            "user claims signed with the service secret",
+            Some(&secret_signed_user),
+            CREATE.into(),
+            create.clone(),
+            "UNAUTHENTICATED",
+        ),
+        (
+            "service token booking for a user",
+            Some(&service),
+            CREATE.into(),
+            create.clone(),
+            "FORBIDDEN",
         ),
         (
             "garbage token",

@@ -23,7 +23,9 @@ pub struct Config {
     /// How long a request waits for a pooled connection before answering UNAVAILABLE
     /// (`DB_ACQUIRE_TIMEOUT_SECONDS`, default 10).
     pub db_acquire_timeout: Duration,
-    /// HS256 secret verifying admin tokens on catalogue writes (`JWT_SECRET`).
+    /// `JWT_SECRET`: the HS256 secret of service tokens. User tokens are ES256 and read
+    /// `USER_TOKEN_SIGNING_KEY` / `USER_TOKEN_PUBLIC_KEYS` at start (see
+    /// `moviebook_common::auth`); without those, a development key derived from this secret.
     pub jwt_secret: String,
     /// Issuer the tokens must carry (`JWT_ISSUER`, default `moviebook`).
     pub jwt_issuer: String,

@@ -45,11 +45,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = pool(&config)?;
     store::check_schema(&pool).await?;
-    let keys = Arc::new(JwtKeys::new(
+    let keys = Arc::new(JwtKeys::from_env(
         &config.jwt_secret,
         &config.jwt_issuer,
         std::time::Duration::from_secs(3600),
-    ));
+    )?);
     let readiness = {
         let pool = pool.clone();
         Readiness::new().with("postgres", move || {

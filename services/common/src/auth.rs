@@ -1,5 +1,18 @@
-//! HS256 JSON Web Tokens: issued by the user service, verified by every service (and by Kong at
-//! the edge, which matches `iss` against its jwt consumer key).
+//! JSON Web Tokens of two kinds, told apart by algorithm and audience:
+//!
+//! - **User tokens** (`aud = "moviebook"`, ES256): issued at login by the user service alone,
+//!   which holds the P-256 private key (`USER_TOKEN_SIGNING_KEY`). Every other service, and
+//!   Kong at the edge, holds only the public keys (`USER_TOKEN_PUBLIC_KEYS`), so a compromised
+//!   booking or notification pod cannot mint a session for anybody. The header's `kid` picks
+//!   the verification key, which is what lets two keys be valid at once during a rotation.
+//! - **Service tokens** (`aud = "moviebook-internal"`, HS256 with `JWT_SECRET`, role
+//!   `service`): short-lived tokens a service mints for its own calls to another service. A
+//!   user token can never carry the `service` role and a service token can never pass as a
+//!   user token: each kind is checked for its own audience and shape.
+//!
+//! With neither key variable set (`make dev`, tests) a development P-256 key is derived from
+//! `JWT_SECRET`, so processes sharing the secret agree without any set-up (and say so in a
+//! warning).
 //!
 //! Verification answers a distinct [`AuthError`] for each way a token can be wrong, so clients
 //! and logs can tell an expired session from a forged token.
@@ -13,7 +26,25 @@ use axum::{
 };
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use p256::{
+    PublicKey, SecretKey,
+    elliptic_curve::sec1::ToEncodedPoint,
+    pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey},
+};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::ConfigError;
+
+/// `aud` of user tokens (Kong and every service accept these from clients).
+pub const USER_AUDIENCE: &str = "moviebook";
+/// `aud` of service tokens: only services mint and accept them.
+pub const SERVICE_AUDIENCE: &str = "moviebook-internal";
+/// The user service's private key: a PKCS#8 PEM P-256 key.
+pub const SIGNING_KEY_VAR: &str = "USER_TOKEN_SIGNING_KEY";
+/// The keys user tokens are verified with: one or more SPKI PEM P-256 public keys, one after
+/// the other (two during a rotation).
+pub const PUBLIC_KEYS_VAR: &str = "USER_TOKEN_PUBLIC_KEYS";
 
 /// The role that lets a token read and change other users' data.
 pub const ADMIN_ROLE: &str = "admin";
@@ -60,10 +91,17 @@ impl Claims {
         self.is_service() && self.sub == service
     }
 
-    /// Whether these claims may act on behalf of `user_id`: the user themself, an admin, or
-    /// another MovieBook service.
+    /// Whether these claims may act on behalf of `user_id`: the user themself or an admin.
+    /// Services are not included: the few calls where one must act for a user name the
+    /// service they accept (e.g. the user service lets `booking-service` read a user's email),
+    /// so a token minted by any other service gets nobody's data.
     pub fn may_act_for(&self, user_id: &str) -> bool {
-        self.sub == user_id || self.is_admin() || self.is_service()
+        self.sub == user_id || self.is_admin()
+    }
+
+    /// [`Claims::may_act_for`], or the named service's own token.
+    pub fn may_act_for_or_is(&self, user_id: &str, service: &str) -> bool {
+        self.may_act_for(user_id) || self.is_service_named(service)
     }
 }
 
@@ -80,8 +118,12 @@ pub enum AuthError {
     Expired,
     #[error("token issuer is not accepted")]
     WrongIssuer,
-    #[error("token algorithm is not accepted (only HS256)")]
+    #[error("token algorithm is not accepted (ES256 user tokens, HS256 service tokens)")]
     UnsupportedAlgorithm,
+    #[error(
+        "token audience is not accepted here (a service token used as a user's or the reverse)"
+    )]
+    WrongAudience,
     #[error("token cannot be issued: {0}")]
     Issue(String),
 }
@@ -96,6 +138,7 @@ impl AuthError {
             Self::Expired => "TOKEN_EXPIRED",
             Self::WrongIssuer => "TOKEN_WRONG_ISSUER",
             Self::UnsupportedAlgorithm => "TOKEN_UNSUPPORTED_ALGORITHM",
+            Self::WrongAudience => "TOKEN_WRONG_AUDIENCE",
             Self::Issue(_) => "INTERNAL",
         }
     }
@@ -111,11 +154,22 @@ impl IntoResponse for AuthError {
     }
 }
 
+/// A user-token verification key and its id.
+#[derive(Clone)]
+struct UserKey {
+    kid: String,
+    decoding: DecodingKey,
+}
+
 /// Signing and verification keys with the issuer and token lifetime.
 #[derive(Clone)]
 pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// HS256 key of service tokens (`JWT_SECRET`).
+    service_encoding: EncodingKey,
+    service_decoding: DecodingKey,
+    /// The user-token signing key and its `kid`; only the user service has one.
+    user_signing: Option<(String, EncodingKey)>,
+    user_verifying: Vec<UserKey>,
     issuer: String,
     ttl: Duration,
 }
@@ -125,18 +179,195 @@ impl std::fmt::Debug for JwtKeys {
         f.debug_struct("JwtKeys")
             .field("issuer", &self.issuer)
             .field("ttl", &self.ttl)
+            .field("signs_user_tokens", &self.user_signing.is_some())
+            .field(
+                "user_key_ids",
+                &self
+                    .user_verifying
+                    .iter()
+                    .map(|k| &k.kid)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
+/// The claims as signed: [`Claims`] plus the audience, which callers never choose.
+#[derive(Serialize)]
+struct Signed<'a> {
+    #[serde(flatten)]
+    claims: &'a Claims,
+    aud: &'a str,
+}
+
+/// The id of a P-256 public key: the first 16 hex digits of SHA-256 of its uncompressed SEC1
+/// point. The operator computes the same value for Kong's credentials.
+pub fn key_id(public: &PublicKey) -> String {
+    let digest = Sha256::digest(public.to_encoded_point(false).as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The development user-token key every process derives from the same `JWT_SECRET`.
+pub fn dev_user_key(secret: &str) -> SecretKey {
+    let mut seed = Sha256::new()
+        .chain_update(b"moviebook dev user-token key\0")
+        .chain_update(secret.as_bytes())
+        .finalize();
+    loop {
+        // Fails only for 0 or a value >= the group order (odds ~2^-128): hash again.
+        if let Ok(key) = SecretKey::from_slice(&seed) {
+            return key;
+        }
+        seed = Sha256::digest(seed);
+    }
+}
+
+fn parse_signing_key(pem: &str) -> Result<SecretKey, String> {
+    SecretKey::from_pkcs8_pem(pem.trim())
+        .map_err(|e| format!("not a PKCS#8 PEM P-256 private key ({e})"))
+}
+
+/// Splits concatenated PEM blocks (the value of `USER_TOKEN_PUBLIC_KEYS`) and parses each.
+pub fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, String> {
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let cut = rest
+            .find(END)
+            .map(|i| i + END.len())
+            .ok_or_else(|| format!("expected PEM blocks ending in {END}"))?;
+        let block = &rest[..cut];
+        let key = PublicKey::from_public_key_pem(block.trim()).map_err(|e| {
+            format!(
+                "public key {} is not a SPKI PEM P-256 key ({e})",
+                keys.len() + 1
+            )
+        })?;
+        keys.push(key);
+        rest = rest[cut..].trim_start();
+    }
+    if keys.is_empty() {
+        return Err("no public key".into());
+    }
+    Ok(keys)
+}
+
+fn user_key(public: &PublicKey) -> UserKey {
+    UserKey {
+        kid: key_id(public),
+        decoding: DecodingKey::from_ec_der(public.to_encoded_point(false).as_bytes()),
+    }
+}
+
+fn signing(key: &SecretKey) -> Result<(String, EncodingKey), String> {
+    let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+    Ok((
+        key_id(&key.public_key()),
+        EncodingKey::from_ec_der(der.as_bytes()),
+    ))
+}
+
+fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.leeway = 5;
+    validation
+}
+
+fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Claims, AuthError> {
+    jsonwebtoken::decode::<Claims>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::UnsupportedAlgorithm
+            }
+            _ => AuthError::Malformed,
+        })
+}
+
 impl JwtKeys {
+    /// Keys for `make dev` and tests: service tokens with `secret`, user tokens with the
+    /// development key derived from it (so this value both signs and verifies them).
     pub fn new(secret: &str, issuer: &str, ttl: Duration) -> Self {
+        let key = dev_user_key(secret);
+        let mut keys = Self::service_only(secret, issuer, ttl);
+        keys.user_verifying = vec![user_key(&key.public_key())];
+        // The DER of a valid key always encodes; without it the keys only verify.
+        keys.user_signing = signing(&key).ok();
+        keys
+    }
+
+    fn service_only(secret: &str, issuer: &str, ttl: Duration) -> Self {
         Self {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            service_encoding: EncodingKey::from_secret(secret.as_bytes()),
+            service_decoding: DecodingKey::from_secret(secret.as_bytes()),
+            user_signing: None,
+            user_verifying: Vec::new(),
             issuer: issuer.to_owned(),
             ttl,
         }
+    }
+
+    /// Keys from explicit user-token key material: the signing key (user service only) and
+    /// the verification keys. With neither, the development keys of [`JwtKeys::new`].
+    pub fn with_user_keys(
+        secret: &str,
+        signing_pem: Option<&str>,
+        public_pems: Option<&str>,
+        issuer: &str,
+        ttl: Duration,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |var: &str, reason: String| ConfigError::Invalid {
+            var: var.to_owned(),
+            value: "<redacted>".into(),
+            reason,
+        };
+        if signing_pem.is_none() && public_pems.is_none() {
+            return Ok(Self::new(secret, issuer, ttl));
+        }
+        let mut keys = Self::service_only(secret, issuer, ttl);
+        if let Some(pem) = signing_pem {
+            let key = parse_signing_key(pem).map_err(|r| invalid(SIGNING_KEY_VAR, r))?;
+            keys.user_signing = Some(signing(&key).map_err(|r| invalid(SIGNING_KEY_VAR, r))?);
+            keys.user_verifying.push(user_key(&key.public_key()));
+        }
+        if let Some(text) = public_pems {
+            for public in parse_public_keys(text).map_err(|r| invalid(PUBLIC_KEYS_VAR, r))? {
+                let key = user_key(&public);
+                if !keys.user_verifying.iter().any(|k| k.kid == key.kid) {
+                    keys.user_verifying.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// [`JwtKeys::with_user_keys`] from `USER_TOKEN_SIGNING_KEY` and `USER_TOKEN_PUBLIC_KEYS`;
+    /// warns when it falls back to the development key.
+    pub fn from_env(secret: &str, issuer: &str, ttl: Duration) -> Result<Self, ConfigError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let (signing_pem, public_pems) = (var(SIGNING_KEY_VAR), var(PUBLIC_KEYS_VAR));
+        if signing_pem.is_none() && public_pems.is_none() {
+            tracing::warn!(
+                "{SIGNING_KEY_VAR} and {PUBLIC_KEYS_VAR} are unset: user tokens use a development \
+                 key derived from JWT_SECRET, so every holder of that secret can mint them"
+            );
+        }
+        Self::with_user_keys(
+            secret,
+            signing_pem.as_deref(),
+            public_pems.as_deref(),
+            issuer,
+            ttl,
+        )
     }
 
     pub fn issuer(&self) -> &str {
@@ -147,13 +378,29 @@ impl JwtKeys {
         self.ttl
     }
 
-    /// Issues a token for `sub` valid for the configured lifetime.
+    /// Whether these keys can issue user tokens (only the user service's can, in a cluster).
+    pub fn signs_user_tokens(&self) -> bool {
+        self.user_signing.is_some()
+    }
+
+    /// The ids of the keys user tokens are accepted with.
+    pub fn user_key_ids(&self) -> Vec<&str> {
+        self.user_verifying.iter().map(|k| k.kid.as_str()).collect()
+    }
+
+    /// Issues a user token for `sub` valid for the configured lifetime. Never with the
+    /// `service` role: that is what service tokens are for.
     pub fn issue(
         &self,
         sub: &str,
         email: Option<&str>,
         roles: &[String],
     ) -> Result<String, AuthError> {
+        if roles.iter().any(|r| r == SERVICE_ROLE) {
+            return Err(AuthError::Issue(
+                "user tokens cannot carry the service role".into(),
+            ));
+        }
         let now = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
@@ -180,44 +427,83 @@ impl JwtKeys {
         })
     }
 
-    /// Signs arbitrary claims (tests use it to make expired or foreign tokens).
+    /// Signs claims as MovieBook would: claims with the `service` role as a service token,
+    /// any others as a user token (tests use it to make expired or foreign tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|e| AuthError::Issue(e.to_string()))
+        if claims.is_service() {
+            let signed = Signed {
+                claims,
+                aud: SERVICE_AUDIENCE,
+            };
+            return jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &signed,
+                &self.service_encoding,
+            )
+            .map_err(|e| AuthError::Issue(e.to_string()));
+        }
+        let (kid, key) = self
+            .user_signing
+            .as_ref()
+            .ok_or_else(|| AuthError::Issue(format!("this service holds no {SIGNING_KEY_VAR}")))?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.clone());
+        let signed = Signed {
+            claims,
+            aud: USER_AUDIENCE,
+        };
+        jsonwebtoken::encode(&header, &signed, key).map_err(|e| AuthError::Issue(e.to_string()))
     }
 
-    /// Verifies signature, algorithm, issuer and expiry.
+    /// Verifies algorithm, signature, issuer, audience, expiry and the token's kind: an ES256
+    /// user token (never with the `service` role) or an HS256 service token (always with it).
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        // Check the algorithm ourselves first: `alg: none` and RS/ES tokens must say so instead
+        // Check the algorithm ourselves first: `alg: none` and RS tokens must say so instead
         // of surfacing as a generic decoding error.
-        match header_algorithm(token)?.as_str() {
-            "HS256" => {}
-            _ => return Err(AuthError::UnsupportedAlgorithm),
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::UnsupportedAlgorithm
+        let header = raw_header(token)?;
+        match header.alg.as_str() {
+            "ES256" => {
+                // An unknown or missing kid: no key of ours signed it.
+                let key = header
+                    .kid
+                    .and_then(|kid| self.user_verifying.iter().find(|k| k.kid == kid))
+                    .ok_or(AuthError::BadSignature)?;
+                let claims = decode(
+                    token,
+                    &key.decoding,
+                    &validation(Algorithm::ES256, &self.issuer, USER_AUDIENCE),
+                )?;
+                if claims.is_service() {
+                    return Err(AuthError::WrongAudience);
                 }
-                _ => AuthError::Malformed,
-            })
+                Ok(claims)
+            }
+            "HS256" => {
+                let claims = decode(
+                    token,
+                    &self.service_decoding,
+                    &validation(Algorithm::HS256, &self.issuer, SERVICE_AUDIENCE),
+                )?;
+                if !claims.is_service() {
+                    return Err(AuthError::WrongAudience);
+                }
+                Ok(claims)
+            }
+            _ => Err(AuthError::UnsupportedAlgorithm),
+        }
     }
 }
 
-/// The `alg` of a compact JWT's header, without trusting anything else in it.
-fn header_algorithm(token: &str) -> Result<String, AuthError> {
-    #[derive(Deserialize)]
-    struct RawHeader {
-        alg: String,
-    }
+/// The fields of a compact JWT's header we look at before verifying anything.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// The header of a compact JWT, without trusting anything in it.
+fn raw_header(token: &str) -> Result<RawHeader, AuthError> {
     let mut parts = token.split('.');
     let header = parts.next().ok_or(AuthError::Malformed)?;
     if parts.count() != 2 {
@@ -226,8 +512,7 @@ fn header_algorithm(token: &str) -> Result<String, AuthError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .map_err(|_| AuthError::Malformed)?;
-    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
-    Ok(raw.alg)
+    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -262,6 +547,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -392,6 +678,255 @@ mod tests {
         c.roles.push(ADMIN_ROLE.into());
         assert!(c.may_act_for("user-2"));
     }
+
+    #[test]
+    fn services_act_for_users_only_where_named() {
+        let k = keys();
+        let booking = k
+            .verify(&k.issue_service_token(BOOKING_SERVICE).unwrap())
+            .unwrap();
+        assert!(!booking.may_act_for("user-1"));
+        assert!(booking.may_act_for_or_is("user-1", BOOKING_SERVICE));
+        let other = k
+            .verify(&k.issue_service_token("notification-service").unwrap())
+            .unwrap();
+        assert!(!other.may_act_for_or_is("user-1", BOOKING_SERVICE));
+    }
+
+    fn pem(key: &SecretKey) -> String {
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    }
+
+    fn public_pem(key: &SecretKey) -> String {
+        key.public_key().to_public_key_pem(LineEnding::LF).unwrap()
+    }
+
+    /// The cluster's shape: the user service signs, the others hold the public key and the
+    /// shared service secret.
+    fn cluster() -> (JwtKeys, JwtKeys, SecretKey) {
+        let key = dev_user_key("a key only the user service has");
+        let user = JwtKeys::with_user_keys(
+            SECRET,
+            Some(&pem(&key)),
+            None,
+            "moviebook",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        let booking = JwtKeys::with_user_keys(
+            SECRET,
+            None,
+            Some(&public_pem(&key)),
+            "moviebook",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        (user, booking, key)
+    }
+
+    #[test]
+    fn user_tokens_are_es256_with_kid_and_audience() {
+        let (user, booking, key) = cluster();
+        let token = user.issue("user-1", None, &[]).unwrap();
+        let header = raw_header(&token).unwrap();
+        assert_eq!(header.alg, "ES256");
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(key_id(&key.public_key()).as_str())
+        );
+        let payload: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(payload["aud"], USER_AUDIENCE);
+        assert_eq!(booking.verify(&token).unwrap().sub, "user-1");
+        assert_eq!(user.verify(&token).unwrap().sub, "user-1");
+    }
+
+    #[test]
+    fn a_verifier_cannot_mint_user_tokens() {
+        let (_, booking, _) = cluster();
+        assert!(!booking.signs_user_tokens());
+        assert!(matches!(
+            booking.issue("user-1", None, &[]),
+            Err(AuthError::Issue(_))
+        ));
+        // What a service holding the shared secret could forge: an HS256 token with a user's
+        // claims, with either audience.
+        let forged = |aud: &str| {
+            let claims = claims(600, "moviebook");
+            let signed = Signed {
+                claims: &claims,
+                aud,
+            };
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &signed,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            booking.verify(&forged(SERVICE_AUDIENCE)),
+            Err(AuthError::WrongAudience)
+        );
+        assert_eq!(
+            booking.verify(&forged(USER_AUDIENCE)),
+            Err(AuthError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn a_user_token_cannot_claim_the_service_role() {
+        let (user, booking, key) = cluster();
+        assert!(user.issue("x", None, &[SERVICE_ROLE.into()]).is_err());
+        // Even signed with the real key (a bug or a leak), the role makes it a wrong audience.
+        let mut c = claims(600, "moviebook");
+        c.sub = BOOKING_SERVICE.into();
+        c.roles = vec![SERVICE_ROLE.into()];
+        let (kid, enc) = signing(&key).unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        let token = jsonwebtoken::encode(
+            &header,
+            &Signed {
+                claims: &c,
+                aud: USER_AUDIENCE,
+            },
+            &enc,
+        )
+        .unwrap();
+        assert_eq!(booking.verify(&token), Err(AuthError::WrongAudience));
+    }
+
+    #[test]
+    fn a_service_token_is_not_a_user_token_and_back() {
+        let (user, booking, key) = cluster();
+        // A service token relabelled with the user audience.
+        let c = Claims {
+            roles: vec![SERVICE_ROLE.into()],
+            ..claims(600, "moviebook")
+        };
+        let relabelled = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Signed {
+                claims: &c,
+                aud: USER_AUDIENCE,
+            },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(booking.verify(&relabelled), Err(AuthError::WrongAudience));
+        // A user-key token with the internal audience.
+        let (kid, enc) = signing(&key).unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        let c = claims(600, "moviebook");
+        let internal = jsonwebtoken::encode(
+            &header,
+            &Signed {
+                claims: &c,
+                aud: SERVICE_AUDIENCE,
+            },
+            &enc,
+        )
+        .unwrap();
+        assert_eq!(booking.verify(&internal), Err(AuthError::WrongAudience));
+        // A token with no audience at all (what the previous release issued).
+        let legacy = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &c,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(booking.verify(&legacy), Err(AuthError::WrongAudience));
+        // The genuine service token still passes everywhere.
+        let service = user.issue_service_token(BOOKING_SERVICE).unwrap();
+        assert!(
+            booking
+                .verify(&service)
+                .unwrap()
+                .is_service_named(BOOKING_SERVICE)
+        );
+    }
+
+    #[test]
+    fn unknown_or_missing_kid_is_a_bad_signature() {
+        let (_, booking, _) = cluster();
+        // Signed by a key the verifier does not hold (the dev key of the same secret).
+        let stranger = keys().issue("user-1", None, &[]).unwrap();
+        assert_eq!(booking.verify(&stranger), Err(AuthError::BadSignature));
+        // The right key's signature but the kid removed.
+        let key = dev_user_key("a key only the user service has");
+        let (_, enc) = signing(&key).unwrap();
+        let c = claims(600, "moviebook");
+        let no_kid = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &Signed {
+                claims: &c,
+                aud: USER_AUDIENCE,
+            },
+            &enc,
+        )
+        .unwrap();
+        assert_eq!(booking.verify(&no_kid), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn rotation_accepts_both_keys_while_both_are_listed() {
+        let old = dev_user_key("old");
+        let new = dev_user_key("new");
+        let ttl = Duration::from_secs(600);
+        let both = format!("{}\n{}", public_pem(&old), public_pem(&new));
+        let signer_old =
+            JwtKeys::with_user_keys(SECRET, Some(&pem(&old)), None, "moviebook", ttl).unwrap();
+        let signer_new =
+            JwtKeys::with_user_keys(SECRET, Some(&pem(&new)), Some(&both), "moviebook", ttl)
+                .unwrap();
+        let verifier =
+            JwtKeys::with_user_keys(SECRET, None, Some(&both), "moviebook", ttl).unwrap();
+        assert_eq!(verifier.user_key_ids().len(), 2);
+        // The new signer lists its own key once.
+        assert_eq!(signer_new.user_key_ids().len(), 2);
+        let before = signer_old.issue("user-1", None, &[]).unwrap();
+        let after = signer_new.issue("user-1", None, &[]).unwrap();
+        assert!(verifier.verify(&before).is_ok());
+        assert!(verifier.verify(&after).is_ok());
+        assert!(signer_new.verify(&before).is_ok());
+        // Once the old key is dropped from the list, its tokens stop working.
+        let only_new =
+            JwtKeys::with_user_keys(SECRET, None, Some(&public_pem(&new)), "moviebook", ttl)
+                .unwrap();
+        assert_eq!(only_new.verify(&before), Err(AuthError::BadSignature));
+        assert!(only_new.verify(&after).is_ok());
+    }
+
+    #[test]
+    fn bad_key_material_names_the_variable_without_echoing_it() {
+        let ttl = Duration::from_secs(60);
+        let err = JwtKeys::with_user_keys(SECRET, Some("not a key"), None, "m", ttl).unwrap_err();
+        assert!(err.to_string().contains(SIGNING_KEY_VAR), "{err}");
+        assert!(!err.to_string().contains("not a key"), "{err}");
+        let pub_pem = public_pem(&dev_user_key("x"));
+        let truncated = &pub_pem[..pub_pem.len() - 10];
+        let err = JwtKeys::with_user_keys(SECRET, None, Some(truncated), "m", ttl).unwrap_err();
+        assert!(err.to_string().contains(PUBLIC_KEYS_VAR), "{err}");
+        let garbled = pub_pem.replace("MFkw", "MFkx");
+        assert!(JwtKeys::with_user_keys(SECRET, None, Some(&garbled), "m", ttl).is_err());
+    }
+
+    #[test]
+    fn key_id_is_stable() {
+        // The operator computes the same id for Kong's credential (operator/src/build/tokens.rs has
+        // the same vector).
+        let key = SecretKey::from_slice(&[7u8; 32]).unwrap();
+        assert_eq!(key_id(&key.public_key()), KEY_ID_OF_SEVENS);
+    }
+
+    /// `key_id` of the P-256 key whose scalar is 32 bytes of 7.
+    const KEY_ID_OF_SEVENS: &str = "c8f193e678e762f9";
 
     #[test]
     fn only_the_named_service_is_that_service() {

@@ -84,11 +84,11 @@ pub async fn run_with_channel(
         tracing::warn!(error = %e, "cannot ensure MongoDB indexes at start-up");
     }
     let idem = Idempotency::new(&config.redis_url, &config.redis_prefix)?;
-    let keys = Arc::new(JwtKeys::new(
+    let keys = Arc::new(JwtKeys::from_env(
         &config.jwt_secret,
         &config.jwt_issuer,
         Duration::from_secs(3600),
-    ));
+    )?);
     let config = Arc::new(config);
     let worker = Arc::new(Worker::new(
         config.clone(),

@@ -80,7 +80,8 @@ pub fn plan(query: &ListQuery, claims: &Claims) -> Result<(Document, i64), ApiEr
             filter.insert("user_id", u);
         }
         Some(_) => return Err(ApiError::Forbidden),
-        None if claims.is_admin() || claims.is_service() => {}
+        // No service reads notifications: a service token sees only its own (none).
+        None if claims.is_admin() => {}
         // A user asking by booking sees only their own notifications of it.
         None => {
             filter.insert("user_id", claims.sub.as_str());
@@ -187,11 +188,20 @@ mod tests {
     }
 
     #[test]
-    fn admins_and_services_read_anyone() {
-        let (f, _) = plan(&q(Some("b1"), None), &claims("svc", &["service"])).unwrap();
+    fn admins_read_anyone_services_nobody() {
+        let (f, _) = plan(&q(Some("b1"), None), &claims("a", &["admin"])).unwrap();
         assert_eq!(f, doc! { "booking_id": "b1" });
         let (f, _) = plan(&q(None, Some("u2")), &claims("a", &["admin"])).unwrap();
         assert_eq!(f, doc! { "user_id": "u2" });
+        // A service token (any holder of the service secret could mint one) gets its own
+        // notifications of a booking, i.e. none, and no user's.
+        let svc = claims("booking-service", &["service"]);
+        let (f, _) = plan(&q(Some("b1"), None), &svc).unwrap();
+        assert_eq!(f, doc! { "booking_id": "b1", "user_id": "booking-service" });
+        assert!(matches!(
+            plan(&q(None, Some("u2")), &svc),
+            Err(ApiError::Forbidden)
+        ));
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub struct Config {
     pub database: String,
     /// `RABBITMQ_URL`, where the outbox relay publishes.
     pub rabbitmq_url: String,
-    /// `JWT_SECRET`, shared with the user service.
+    /// `JWT_SECRET`: the HS256 secret of service tokens. User tokens are ES256 and read
+    /// `USER_TOKEN_SIGNING_KEY` / `USER_TOKEN_PUBLIC_KEYS` at start (see
+    /// `moviebook_common::auth`); without those, a development key derived from this secret.
     pub jwt_secret: String,
     /// `JWT_ISSUER`, default `moviebook`.
     pub jwt_issuer: String,

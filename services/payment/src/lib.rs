@@ -106,11 +106,11 @@ pub async fn run(
     });
     let state = AppState {
         store,
-        keys: Arc::new(JwtKeys::new(
+        keys: Arc::new(JwtKeys::from_env(
             &config.jwt_secret,
             &config.jwt_issuer,
             std::time::Duration::from_secs(86_400),
-        )),
+        )?),
         failure_rate: config.failure_rate,
     };
     let served = ops::serve_listener(listener, app(state, readiness), shutdown).await;

@@ -17,9 +17,11 @@ pub struct Config {
     pub mongodb_url: String,
     /// `MONGODB_DATABASE`, default `moviebook_user`.
     pub database: String,
-    /// `JWT_SECRET` (at least 32 bytes).
+    /// `JWT_SECRET`: the HS256 secret of service tokens. User tokens are ES256 and read
+    /// `USER_TOKEN_SIGNING_KEY` / `USER_TOKEN_PUBLIC_KEYS` at start (see
+    /// `moviebook_common::auth`); without those, a development key derived from this secret.
     pub jwt_secret: String,
-    /// `JWT_ISSUER`, default `moviebook` (Kong's jwt consumer key).
+    /// `JWT_ISSUER`, default `moviebook`.
     pub jwt_issuer: String,
     /// `JWT_TTL_SECONDS`, default 86400.
     pub jwt_ttl: Duration,

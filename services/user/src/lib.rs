@@ -104,11 +104,20 @@ pub async fn run(
     }
     let hashing = PasswordHashing::new(config.hash, config.hash_concurrency).await?;
     tracing::info!(params = %config.hash, concurrency = config.hash_concurrency, "password hashing");
-    let keys = Arc::new(JwtKeys::new(
+    let keys = Arc::new(JwtKeys::from_env(
         &config.jwt_secret,
         &config.jwt_issuer,
         config.jwt_ttl,
-    ));
+    )?);
+    // In a cluster the other services hold only the public keys; the user service must hold
+    // the private one or nobody can log in.
+    if !keys.signs_user_tokens() {
+        anyhow::bail!(
+            "{} is set without {}: the user service signs user tokens and needs the private key",
+            moviebook_common::auth::PUBLIC_KEYS_VAR,
+            moviebook_common::auth::SIGNING_KEY_VAR
+        );
+    }
     let ping_db = db.clone();
     let readiness = Readiness::new().with("mongodb", move || {
         let db = ping_db.clone();

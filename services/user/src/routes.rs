@@ -120,7 +120,8 @@ fn parse_user_id(id: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::InvalidUserId)
 }
 
-/// Reading: the user themself, an admin, or another service.
+/// Reading: the user themself or an admin. No service identity reads users (booking forwards
+/// its customer's own token), so a token minted with the shared service secret reads nobody.
 pub async fn get_user(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,

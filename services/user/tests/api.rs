@@ -333,11 +333,15 @@ async fn users_read_only_themselves_unless_admin_or_service() {
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["first_name"], "Robert");
 
+    // Service identities read nobody's profile: booking forwards the customer's own token.
+    for name in ["booking-service", "notification-service"] {
+        let service = app.keys().issue_service_token(name).unwrap();
+        let (s, body) = app
+            .get(&format!("/api/v1/users/{alice}"), Some(&service))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{name}: {body}");
+    }
     let service = app.keys().issue_service_token("booking-service").unwrap();
-    let (s, body) = app
-        .get(&format!("/api/v1/users/{alice}"), Some(&service))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
     let (s, _) = app
         .put(
             &format!("/api/v1/users/{alice}"),
