@@ -13,19 +13,22 @@
 //!
 //! | API group | resources | verbs |
 //! |---|---|---|
-//! | `moviebook.io` | `moviebookingsystems` | get, list, watch, patch, update |
-//! | `moviebook.io` | `moviebookingsystems/status` | get, patch, update |
+//! | `moviebook.io` | `moviebookingsystems` | list, watch, patch |
+//! | `moviebook.io` | `moviebookingsystems/status` | patch |
 //! | `moviebook.io` | `moviebookingsystems/finalizers` | update |
-//! | `""` (core) | `secrets` | get, list, watch, create, patch, update, delete |
-//! | `""` (core) | `configmaps`, `services` | get, list, watch, create, patch, update, delete |
-//! | `""` (core) | `persistentvolumeclaims` | get, list, delete |
-//! | `apps` | `deployments`, `statefulsets` | get, list, watch, create, patch, update, delete |
-//! | `batch` | `jobs` | get, list, watch, create, patch, update, delete |
-//! | `autoscaling` | `horizontalpodautoscalers` | get, list, watch, create, patch, update, delete |
-//! | `policy` | `poddisruptionbudgets` | get, list, watch, create, patch, update, delete |
-//! | `networking.k8s.io` | `ingresses`, `networkpolicies` | get, list, watch, create, patch, update, delete |
+//! | `""` (core) | `secrets` (only in the namespaces it manages, never cluster-wide) | get, create, patch |
+//! | `""` (core) | `configmaps` | create, patch |
+//! | `""` (core) | `services` | list, create, patch, delete |
+//! | `""` (core) | `persistentvolumeclaims` | list, delete |
+//! | `apps` | `deployments`, `statefulsets` | list, watch, create, patch, delete |
+//! | `batch` | `jobs` | list, watch, create, patch, delete |
+//! | `autoscaling` | `horizontalpodautoscalers` | list, create, patch, delete |
+//! | `policy` | `poddisruptionbudgets` | list, create, patch, delete |
+//! | `networking.k8s.io` | `ingresses`, `networkpolicies` | list, create, patch, delete |
 //! | `events.k8s.io` | `events` | create, patch |
-//! | `coordination.k8s.io` | `leases` (in the operator's namespace) | get, create, update |
+//! | `coordination.k8s.io` | `leases` (its own, in the operator's namespace) | create, get, update |
+//!
+//! The chart's `templates/rbac.yaml` is the grant; keep the two in step.
 //!
 //! `patch` covers server-side apply (create-or-update); `create` is listed because an apply
 //! that creates an object is authorised as `create`.
