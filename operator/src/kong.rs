@@ -23,7 +23,8 @@
 //!
 //! User tokens are ES256 and name their key in the header's `kid`; Kong has one credential per
 //! public key (the operator's `user-token-public-keys`, two during a rotation), keyed by that
-//! id, and no secret at all. Service tokens (HS256) are never accepted at the edge.
+//! id, and nothing it could sign with (the `secret` decK requires is a one-way filler).
+//! Service tokens (HS256) are never accepted at the edge.
 
 use serde_json::{Value, json};
 
@@ -45,6 +46,7 @@ pub fn config(
     spec: &MovieBookingSystemSpec,
     inst: &Instance,
     user_keys: &[VerificationKey],
+    filler_seed: &str,
 ) -> Value {
     let upstream = |svc: ServiceKind, path: &str| {
         format!(
@@ -117,11 +119,16 @@ pub fn config(
         "consumers": [
             {
                 "username": USERS_CONSUMER,
-                // One credential per public key (two during a rotation). Kong holds no secret:
-                // it cannot mint a token, and service tokens (HS256) never pass the edge.
+                // One credential per public key (two during a rotation). Kong cannot mint a
+                // token, and service tokens (HS256) never pass the edge.
                 "jwt_secrets": user_keys
                     .iter()
-                    .map(|k| json!({"key": k.kid, "algorithm": "ES256", "rsa_public_key": k.pem}))
+                    .map(|k| json!({
+                        "key": k.kid,
+                        "algorithm": "ES256",
+                        "rsa_public_key": k.pem,
+                        "secret": unused_secret(filler_seed, &k.kid),
+                    }))
                     .collect::<Vec<_>>(),
             },
             {"username": ANONYMOUS_CONSUMER},
@@ -159,14 +166,30 @@ pub fn config(
     })
 }
 
+/// The `secret` of an ES256 credential. Kong's schema fills it in when absent, but decK's
+/// validation requires it; Kong never uses it for an ES256 credential (it checks the token's
+/// `alg` against the credential's first). A one-way hash of `seed` (the service-token secret)
+/// and the key id: neither guessable nor the secret itself.
+fn unused_secret(seed: &str, kid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"moviebook kong: unused secret of an ES256 credential\0")
+        .chain_update(seed.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(kid.as_bytes())
+        .finalize();
+    hex::encode(digest)
+}
+
 /// The configuration as YAML, the file Kong reads.
 pub fn render(
     spec: &MovieBookingSystemSpec,
     inst: &Instance,
     user_keys: &[VerificationKey],
+    filler_seed: &str,
 ) -> String {
     // A serde_json::Value always serialises; the fallback only guards the type system.
-    serde_yaml::to_string(&config(spec, inst, user_keys)).unwrap_or_default()
+    serde_yaml::to_string(&config(spec, inst, user_keys, filler_seed)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -205,7 +228,7 @@ mod tests {
 
     #[test]
     fn login_and_register_are_public_profile_is_protected() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         let public = route(&v, "user-service", "user-public");
         assert_eq!(
             public["paths"],
@@ -223,7 +246,7 @@ mod tests {
 
     #[test]
     fn graphql_uses_jwt_with_anonymous_consumer() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         let g = route(&v, "booking-service", "graphql");
         assert_eq!(g["paths"], json!(["/graphql"]));
         assert_eq!(g["plugins"][0]["name"], "jwt");
@@ -238,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_storefront_is_a_public_read_only_catch_all_on_booking() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         let r = route(&v, "booking-service", "storefront");
         assert_eq!(r["paths"], serde_json::json!(["/"]));
         assert_eq!(r["methods"], serde_json::json!(["GET", "HEAD"]));
@@ -259,8 +282,8 @@ mod tests {
     }
 
     #[test]
-    fn one_es256_credential_per_public_key_and_no_secret() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+    fn one_es256_credential_per_public_key() {
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         let creds = find(&v, "consumers", "username", USERS_CONSUMER)["jwt_secrets"]
             .as_array()
             .expect("credentials")
@@ -270,7 +293,12 @@ mod tests {
             assert_eq!(cred["key"], key.kid.as_str());
             assert_eq!(cred["algorithm"], "ES256");
             assert_eq!(cred["rsa_public_key"], key.pem.as_str());
-            assert!(cred.get("secret").is_none(), "Kong holds no signing secret");
+            let filler = cred["secret"].as_str().expect("decK requires a secret");
+            assert_eq!(filler.len(), 64);
+            assert!(
+                !filler.contains("service-secret"),
+                "not the service secret itself"
+            );
         }
         let g = route(&v, "booking-service", "graphql");
         assert_eq!(g["plugins"][0]["config"]["key_claim_name"], "kid");
@@ -278,7 +306,7 @@ mod tests {
 
     #[test]
     fn catalogue_reads_are_public_writes_need_a_token() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         let read = route(&v, "cinema-service", "catalogue-read");
         assert!(plugins(read).is_empty());
         assert_eq!(read["methods"], json!(["GET", "HEAD", "OPTIONS"]));
@@ -363,7 +391,7 @@ mod tests {
 
     #[test]
     fn every_path_reaches_its_own_route_past_the_storefront_catch_all() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         for r in v["services"]
             .as_array()
             .expect("services")
@@ -412,7 +440,7 @@ mod tests {
 
     #[test]
     fn no_payment_or_refund_write_is_routed_reads_need_a_token() {
-        let v = config(&sample().spec, &instance(), &test_keys());
+        let v = config(&sample().spec, &instance(), &test_keys(), "service-secret");
         for path in [
             "/api/v1/payments",
             "/api/v1/payments/",
@@ -440,7 +468,7 @@ mod tests {
     #[test]
     fn global_rate_limit_and_cors_follow_the_spec() {
         let mut mbs = sample();
-        let v = config(&mbs.spec, &instance(), &test_keys());
+        let v = config(&mbs.spec, &instance(), &test_keys(), "service-secret");
         let rl = find(&v, "plugins", "name", "rate-limiting");
         assert_eq!(rl["config"]["minute"], 200);
         assert_eq!(rl["config"]["limit_by"], "ip");
@@ -453,7 +481,7 @@ mod tests {
 
         mbs.spec.gateway.kong.rate_limit_per_minute = 50;
         mbs.spec.gateway.kong.cors_origins = vec!["https://tickets.example".into()];
-        let v = config(&mbs.spec, &instance(), &test_keys());
+        let v = config(&mbs.spec, &instance(), &test_keys(), "service-secret");
         assert_eq!(
             find(&v, "plugins", "name", "rate-limiting")["config"]["minute"],
             50
@@ -468,12 +496,15 @@ mod tests {
 
     #[test]
     fn renders_yaml_with_format_version() {
-        let yaml = render(&sample().spec, &instance(), &test_keys());
+        let yaml = render(&sample().spec, &instance(), &test_keys(), "service-secret");
         assert!(
             yaml.starts_with("_format_version: '3.0'") || yaml.contains("_format_version: '3.0'"),
             "{yaml}"
         );
         let back: Value = serde_yaml::from_str(&yaml).expect("yaml parses");
-        assert_eq!(back, config(&sample().spec, &instance(), &test_keys()));
+        assert_eq!(
+            back,
+            config(&sample().spec, &instance(), &test_keys(), "service-secret")
+        );
     }
 }

@@ -145,7 +145,7 @@ pub fn render_kong_config(
     inst: &Instance,
     res: &Resolved,
 ) -> String {
-    kong::render(spec, inst, &res.user_token_keys)
+    kong::render(spec, inst, &res.user_token_keys, &res.jwt_secret)
 }
 
 /// The Secret holding `kong.yml`.
