@@ -701,6 +701,26 @@ mod tests {
         key.public_key().to_public_key_pem(LineEnding::LF).unwrap()
     }
 
+    /// An HS256 token over `claims` with the shared secret: what any service could make.
+    /// `aud: None` leaves the audience out (the tokens of the release before audiences).
+    fn hs256(claims: &Claims, aud: Option<&str>) -> String {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let header = Header::new(Algorithm::HS256);
+        match aud {
+            Some(aud) => jsonwebtoken::encode(&header, &Signed { claims, aud }, &key),
+            None => jsonwebtoken::encode(&header, claims, &key),
+        }
+        .unwrap()
+    }
+
+    /// An ES256 token signed with `key`, with or without its `kid` header.
+    fn es256(key: &SecretKey, with_kid: bool, claims: &Claims, aud: &str) -> String {
+        let (kid, enc) = signing(key).unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = with_kid.then_some(kid);
+        jsonwebtoken::encode(&header, &Signed { claims, aud }, &enc).unwrap()
+    }
+
     /// The cluster's shape: the user service signs, the others hold the public key and the
     /// shared service secret.
     fn cluster() -> (JwtKeys, JwtKeys, SecretKey) {
@@ -755,19 +775,7 @@ mod tests {
         ));
         // What a service holding the shared secret could forge: an HS256 token with a user's
         // claims, with either audience.
-        let forged = |aud: &str| {
-            let claims = claims(600, "moviebook");
-            let signed = Signed {
-                claims: &claims,
-                aud,
-            };
-            jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                &signed,
-                &EncodingKey::from_secret(SECRET.as_bytes()),
-            )
-            .unwrap()
-        };
+        let forged = |aud| hs256(&claims(600, "moviebook"), Some(aud));
         assert_eq!(
             booking.verify(&forged(SERVICE_AUDIENCE)),
             Err(AuthError::WrongAudience)
@@ -786,18 +794,7 @@ mod tests {
         let mut c = claims(600, "moviebook");
         c.sub = BOOKING_SERVICE.into();
         c.roles = vec![SERVICE_ROLE.into()];
-        let (kid, enc) = signing(&key).unwrap();
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid);
-        let token = jsonwebtoken::encode(
-            &header,
-            &Signed {
-                claims: &c,
-                aud: USER_AUDIENCE,
-            },
-            &enc,
-        )
-        .unwrap();
+        let token = es256(&key, true, &c, USER_AUDIENCE);
         assert_eq!(booking.verify(&token), Err(AuthError::WrongAudience));
     }
 
@@ -809,38 +806,14 @@ mod tests {
             roles: vec![SERVICE_ROLE.into()],
             ..claims(600, "moviebook")
         };
-        let relabelled = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &Signed {
-                claims: &c,
-                aud: USER_AUDIENCE,
-            },
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
+        let relabelled = hs256(&c, Some(USER_AUDIENCE));
         assert_eq!(booking.verify(&relabelled), Err(AuthError::WrongAudience));
         // A user-key token with the internal audience.
-        let (kid, enc) = signing(&key).unwrap();
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid);
         let c = claims(600, "moviebook");
-        let internal = jsonwebtoken::encode(
-            &header,
-            &Signed {
-                claims: &c,
-                aud: SERVICE_AUDIENCE,
-            },
-            &enc,
-        )
-        .unwrap();
+        let internal = es256(&key, true, &c, SERVICE_AUDIENCE);
         assert_eq!(booking.verify(&internal), Err(AuthError::WrongAudience));
         // A token with no audience at all (what the previous release issued).
-        let legacy = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &c,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
+        let legacy = hs256(&c, None);
         assert_eq!(booking.verify(&legacy), Err(AuthError::WrongAudience));
         // The genuine service token still passes everywhere.
         let service = user.issue_service_token(BOOKING_SERVICE).unwrap();
@@ -860,17 +833,7 @@ mod tests {
         assert_eq!(booking.verify(&stranger), Err(AuthError::BadSignature));
         // The right key's signature but the kid removed.
         let key = dev_user_key("a key only the user service has");
-        let (_, enc) = signing(&key).unwrap();
-        let c = claims(600, "moviebook");
-        let no_kid = jsonwebtoken::encode(
-            &Header::new(Algorithm::ES256),
-            &Signed {
-                claims: &c,
-                aud: USER_AUDIENCE,
-            },
-            &enc,
-        )
-        .unwrap();
+        let no_kid = es256(&key, false, &claims(600, "moviebook"), USER_AUDIENCE);
         assert_eq!(booking.verify(&no_kid), Err(AuthError::BadSignature));
     }
 
