@@ -46,4 +46,11 @@ build: ## build every binary
 BENCH_TARGETS :=
 -include mk/*.mk
 
-bench: $(BENCH_TARGETS) ## run every benchmark (prints req/s and p50/p99 with the machine)
+bench: ## run every benchmark, then print their one-line results (`bench-<name>: ...`) together
+	@log=$$(mktemp); failed=""; \
+	for t in $(BENCH_TARGETS); do \
+	  set -o pipefail; $(MAKE) --no-print-directory $$t 2>&1 | tee -a "$$log" || failed="$$failed $$t"; \
+	done; \
+	echo; echo "== results ($$(nproc) CPU(s),$$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2))"; \
+	grep -E '^bench-[a-z-]+: ' "$$log" || true; rm -f "$$log"; \
+	if [[ -n $$failed ]]; then echo "failed:$$failed"; exit 1; fi

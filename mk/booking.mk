@@ -1,5 +1,6 @@
-# booking-service: load benchmark and the end-to-end demo (both against `make dev`).
-.PHONY: bench-booking demo test-booking audit
+# booking-service: the createBooking/processPayment benchmark (self-contained), the goose load
+# mix and the end-to-end demo (both against `make dev`).
+.PHONY: bench-booking load-booking demo test-booking audit
 
 BENCH_TARGETS += bench-booking
 
@@ -10,7 +11,10 @@ BOOKING_LOAD_TIME ?= 30s
 # hundred/s stays well inside the seeded ~25,000 seats; wait 5 minutes before repeating it.
 BOOKING_FOCUS_TIME ?= 20s
 
-bench-booking: ## load-test the GraphQL API of `make dev`: createBooking alone, book+pay+cancel, then the browse/book/pay/cancel mix
+bench-booking: ## createBooking and processPayment req/s, p99 and CPU/store cost per request (own stores, ports, data; release build)
+	@scripts/bench-booking.sh
+
+load-booking: ## goose load test of the GraphQL API of `make dev`: createBooking alone, book+pay+cancel, then the browse/book/pay/cancel mix
 	cargo build --quiet --release -p booking-service --features load --bin moviebook-load
 	@echo "load generator: release build; $$(nproc) CPU(s),$$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); services as \`make dev\` built them (MOVIEBOOK_PROFILE=$${MOVIEBOOK_PROFILE:-dev})"
 	@echo "== createBooking alone (one seat nobody else wants; every error counts); $(BOOKING_LOAD_USERS) users, $(BOOKING_FOCUS_TIME)"

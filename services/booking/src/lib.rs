@@ -148,6 +148,16 @@ pub async fn run(
         .outbox()
         .relay(&rabbitmq_url, SERVICE_NAME, RelayConfig::default());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    // Events an earlier version left in the outbox collection; idle once those are out.
+    let legacy = booker.store.legacy_outbox().relay(
+        &rabbitmq_url,
+        SERVICE_NAME,
+        RelayConfig {
+            idle_poll: std::time::Duration::from_secs(5),
+            ..RelayConfig::default()
+        },
+    );
+    let legacy_task = tokio::spawn(legacy.run(shutdown.clone()));
     let sweeper_task = booker.config.sweeper_enabled.then(|| {
         tokio::spawn(sweeper::run(
             booker.clone(),
@@ -169,6 +179,7 @@ pub async fn run(
     )
     .await?;
     let _ = relay_task.await;
+    let _ = legacy_task.await;
     let _ = feed_task.await;
     if let Some(t) = sweeper_task {
         let _ = t.await;

@@ -672,7 +672,7 @@ impl Booker {
                 }
                 let cancelled = self
                     .store
-                    .transition(&booking.id, from, to, doc! { "cancelled_at": now })
+                    .transition(&booking, from, to, doc! { "cancelled_at": now })
                     .await?
                     .ok_or_else(|| self.changed(&booking))?;
                 self.cinema
@@ -714,7 +714,7 @@ impl Booker {
         }
         match self
             .store
-            .transition(&booking.id, BookingStatus::Confirmed, to, fields)
+            .transition(booking, BookingStatus::Confirmed, to, fields)
             .await?
         {
             Some(cancelled) => Ok(cancelled),
@@ -812,7 +812,7 @@ impl Booker {
         {
             fields = doc! { "transaction_id": tx, "refund_id": refund };
         }
-        let Some(expired) = self.store.transition(&b.id, b.status, to, fields).await? else {
+        let Some(expired) = self.store.transition(b, b.status, to, fields).await? else {
             return Ok(None);
         };
         self.cinema.release_lock(&b.lock_id, &b.id).await;

@@ -1,19 +1,21 @@
 //! Every MongoDB query of the booking service. State changes are conditional updates
 //! (`{_id, status: <expected>}`), so two replicas or two concurrent requests can never both
-//! move a booking out of the same state; each change that publishes an event writes it to the
-//! outbox in the same transaction.
+//! move a booking out of the same state.
+//!
+//! A change that publishes an event carries it inside the booking document (the outbox inside
+//! the aggregate, [`moviebook_common::outbox::embedded`]): creating a booking is one insert, and
+//! each transition one conditional single-document update that sets the new state and appends
+//! its event. No multi-document transaction, so nothing can commit halfway. Events written by
+//! earlier versions to the `outbox` collection are still relayed from there
+//! ([`Store::legacy_outbox`]).
 
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt;
 use mongodb::{
-    Client, ClientSession, Collection, Database, IndexModel,
+    Client, Collection, Database, IndexModel,
     options::{IndexOptions, ReturnDocument},
 };
-use moviebook_common::{
-    events::EventEnvelope,
-    outbox::Outbox,
-    txn::{self, TxnFailure},
-};
+use moviebook_common::{events::EventEnvelope, outbox::Outbox, txn::TxnFailure};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -180,21 +182,33 @@ impl KeyRecord {
 /// The booking store.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
     db: Database,
     bookings: Collection<Booking>,
+    /// The same collection untyped: writes that carry the outbox fields.
+    documents: Collection<Document>,
     keys: Collection<KeyRecord>,
     outbox: Outbox,
+    legacy_outbox: Outbox,
+}
+
+/// Which claim a transition must still hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pin {
+    /// The booking is in the expected state.
+    Status,
+    /// ... and under the same PAYING claim (fencing token).
+    Fence,
 }
 
 impl Store {
-    pub fn new(client: Client, db: &Database) -> Self {
+    pub fn new(_client: Client, db: &Database) -> Self {
         Self {
-            client,
             db: db.clone(),
             bookings: db.collection(COLLECTION),
+            documents: db.collection(COLLECTION),
             keys: db.collection(IDEMPOTENCY_KEYS),
-            outbox: Outbox::new(db),
+            outbox: Outbox::embedded(db.collection(COLLECTION)),
+            legacy_outbox: Outbox::new(db),
         }
     }
 
@@ -203,8 +217,15 @@ impl Store {
         moviebook_common::mongo::ping(&self.db).await
     }
 
+    /// The booking.* events waiting inside the bookings.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// The `outbox` collection of versions before the events moved into the bookings: still
+    /// relayed, so events written before an upgrade are published after it.
+    pub fn legacy_outbox(&self) -> &Outbox {
+        &self.legacy_outbox
     }
 
     /// Indexes for the queries below and the outbox's. Part of `migrate`.
@@ -256,6 +277,7 @@ impl Store {
             )
             .await?;
         self.outbox.ensure_indexes().await?;
+        self.legacy_outbox.ensure_indexes().await?;
         Ok(())
     }
 
@@ -305,32 +327,26 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a new booking and its event atomically. [`TxnFailure::CommitUnknown`] means it
-    /// may exist: the caller reads before compensating anything.
+    /// Stores a new booking with its event: one insert, atomic. [`TxnFailure::CommitUnknown`]
+    /// means the insert may have happened (no answer from the server): the caller reads before
+    /// compensating anything.
     pub async fn insert(&self, booking: &Booking) -> Result<(), TxnFailure<BookingError>> {
-        let event = booking.event();
-        self.in_transaction(|session, store| {
-            let booking = booking.clone();
-            let event = event.clone();
-            Box::pin(async move {
-                store
-                    .bookings
-                    .insert_one(&booking)
-                    .session(&mut *session)
-                    .await?;
-                if let Some(e) = &event {
-                    store.enqueue(session, e).await?;
-                }
-                Ok(Some(()))
-            })
-        })
-        .await
-        .map_err(|f| match f {
-            TxnFailure::Failed(e) => TxnFailure::Failed(e.into()),
-            TxnFailure::CommitUnknown(e) => TxnFailure::CommitUnknown(e.into()),
-        })?;
-        self.outbox.wake();
-        Ok(())
+        let mut document = bson::to_document(booking)
+            .map_err(|e| TxnFailure::Failed(BookingError::internal(e)))?;
+        if let Some(e) = booking.event() {
+            Outbox::add_to_new(&mut document, &e)
+                .map_err(|e| TxnFailure::Failed(BookingError::internal(e)))?;
+        }
+        match self.documents.insert_one(document).await {
+            Ok(_) => {
+                self.outbox.wake();
+                Ok(())
+            }
+            Err(e) if moviebook_common::mongo::write_refused(&e) => {
+                Err(TxnFailure::Failed(e.into()))
+            }
+            Err(e) => Err(TxnFailure::CommitUnknown(e.into())),
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Booking>> {
@@ -388,11 +404,11 @@ impl Store {
             .await?)
     }
 
-    /// Moves a booking from `from` to `to`, setting `fields` too, and writes the event of the
-    /// new state in the same transaction. `None` when the booking was not in `from`.
+    /// Moves `booking` from `from` to `to`, setting `fields` too, with the event of the new
+    /// state in the same single-document write. `None` when the booking was not in `from`.
     pub async fn transition(
         &self,
-        id: &str,
+        booking: &Booking,
         from: BookingStatus,
         to: BookingStatus,
         fields: Document,
@@ -401,8 +417,15 @@ impl Store {
             // Leaving PAYING needs the claim's fencing token: transition_claimed.
             return Err(BookingError::internal("unfenced transition out of PAYING"));
         }
-        let filter = doc! { "_id": id, "status": from.as_str() };
-        self.transition_where(filter, to, fields).await
+        let mut current = booking.clone();
+        if current.status != from {
+            // A copy read in another state: whether the booking is in `from` now, it tells.
+            match self.get(&booking.id).await? {
+                Some(fresh) if fresh.status == from => current = fresh,
+                _ => return Ok(None),
+            }
+        }
+        self.apply(current, Pin::Status, to, fields).await
     }
 
     /// Moves a PAYING booking on for the claimant that holds `claimed`'s fencing token. `None`
@@ -413,12 +436,64 @@ impl Store {
         to: BookingStatus,
         fields: Document,
     ) -> Result<Option<Booking>> {
-        let filter = doc! {
-            "_id": &claimed.id,
-            "status": BookingStatus::Paying.as_str(),
-            "fence": fence_is(claimed.fence),
-        };
-        self.transition_where(filter, to, fields).await
+        if claimed.status != BookingStatus::Paying {
+            return Ok(None);
+        }
+        self.apply(claimed.clone(), Pin::Fence, to, fields).await
+    }
+
+    /// One transition as one conditional update. The event is built from `current` with the
+    /// change applied locally, so the update also pins every field of the event's data that can
+    /// change ([`event_pins`]): a copy that is stale in one of them matches nothing, and is read
+    /// again (at most a few times) while the booking is still where the caller expects it.
+    async fn apply(
+        &self,
+        mut current: Booking,
+        pin: Pin,
+        to: BookingStatus,
+        fields: Document,
+    ) -> Result<Option<Booking>> {
+        for _ in 0..3 {
+            let now = DateTime::now();
+            let set = transition_set(fields.clone(), to, now);
+            let after = applied(&current, &set)?;
+            let mut filter = event_pins(&current);
+            if pin == Pin::Fence {
+                filter.insert("fence", fence_is(current.fence));
+            }
+            let mut update = doc! { "$set": set };
+            if let Some(e) = after.event() {
+                Outbox::add_to_update(&mut update, &e).map_err(BookingError::internal)?;
+            }
+            match self.documents.update_one(filter, update).await {
+                Ok(r) if r.matched_count == 1 => {
+                    self.outbox.wake();
+                    return Ok(Some(after));
+                }
+                Ok(_) => match self.get(&current.id).await? {
+                    Some(fresh)
+                        if fresh.status == current.status
+                            && (pin == Pin::Status || fresh.fence == current.fence) =>
+                    {
+                        current = fresh;
+                    }
+                    _ => return Ok(None),
+                },
+                Err(e) if moviebook_common::mongo::write_refused(&e) => return Err(e.into()),
+                Err(e) => {
+                    // No answer: the update may have landed. The booking tells, by our exact
+                    // `updated_at`; a transition that happened is answered as such.
+                    return match self.get(&current.id).await {
+                        Ok(Some(b)) if b.status == to && b.updated_at == now => Ok(Some(b)),
+                        _ => Err(e.into()),
+                    };
+                }
+            }
+        }
+        Err(BookingError::Unavailable {
+            service: "database",
+            message: "the booking is changing concurrently; retry".into(),
+        })
     }
 
     /// Sets `fields` on a booking in `status`, without an event (bookkeeping of compensations).
@@ -476,61 +551,6 @@ impl Store {
             .await?)
     }
 
-    /// [`Store::transition`] with an arbitrary filter (it must pin `_id` and `status`).
-    pub async fn transition_where(
-        &self,
-        filter: Document,
-        to: BookingStatus,
-        fields: Document,
-    ) -> Result<Option<Booking>> {
-        let now = DateTime::now();
-        let mut set = fields;
-        set.insert("status", to.as_str());
-        set.insert("updated_at", now);
-        if to != BookingStatus::Paying {
-            set.insert("paying_since", Bson::Null);
-        }
-        let update = doc! { "$set": set };
-        let id = filter.get_str("_id").unwrap_or_default().to_owned();
-        let result = self
-            .in_transaction(|session, store| {
-                let filter = filter.clone();
-                let update = update.clone();
-                Box::pin(async move {
-                    let Some(after) = store
-                        .bookings
-                        .find_one_and_update(filter, update)
-                        .return_document(ReturnDocument::After)
-                        .session(&mut *session)
-                        .await?
-                    else {
-                        return Ok(None);
-                    };
-                    if let Some(e) = after.event() {
-                        store.enqueue(session, &e).await?;
-                    }
-                    Ok(Some(after))
-                })
-            })
-            .await;
-        let result = match result {
-            Ok(r) => r,
-            Err(TxnFailure::Failed(e)) => return Err(e.into()),
-            Err(TxnFailure::CommitUnknown(e)) => {
-                // The commit may have landed: the booking tells, by our exact `updated_at`. A
-                // transition that happened is answered as such, never as an error.
-                match self.get(&id).await {
-                    Ok(Some(b)) if b.status == to && b.updated_at == now => Some(b),
-                    _ => return Err(e.into()),
-                }
-            }
-        };
-        if result.is_some() {
-            self.outbox.wake();
-        }
-        Ok(result)
-    }
-
     /// Takes over a booking stuck in PAYING for reconciliation: only the replica whose update
     /// matches the fencing token it saw wins, and the token changes.
     pub async fn lease_stuck(&self, booking: &Booking) -> Result<Option<Booking>> {
@@ -582,55 +602,38 @@ impl Store {
             .try_collect()
             .await?)
     }
-
-    async fn enqueue(&self, session: &mut ClientSession, event: &EventEnvelope) -> Result<()> {
-        self.outbox
-            .enqueue(session, event)
-            .await
-            .map_err(|e| match e {
-                moviebook_common::outbox::OutboxError::Mongo(m) => BookingError::from(m),
-                other => BookingError::internal(other),
-            })
-    }
-
-    /// Runs `body` in a transaction with the shared helper's rules (commit retried alone when
-    /// its outcome is unknown, the body only on transient errors). The body answers `None` when
-    /// its conditional update matched nothing (that transaction wrote nothing).
-    async fn in_transaction<T, F>(&self, body: F) -> Result<Option<T>, TxnFailure<TxError>>
-    where
-        F: for<'a> FnMut(
-            &'a mut ClientSession,
-            &'a Store,
-        ) -> futures::future::BoxFuture<'a, Result<Option<T>, TxError>>,
-    {
-        txn::transaction(&self.client, self, body).await
-    }
 }
 
-/// Errors inside a transaction body: a raw driver error (inspected for retryability) or ours.
-pub enum TxError {
-    Mongo(mongodb::error::Error),
-    Booking(BookingError),
-}
-
-impl From<mongodb::error::Error> for TxError {
-    fn from(e: mongodb::error::Error) -> Self {
-        Self::Mongo(e)
+/// The `$set` of a transition to `to` at `now`: the caller's `fields`, the state, the time, and
+/// the end of a PAYING claim's clock when leaving PAYING. Pure.
+fn transition_set(mut fields: Document, to: BookingStatus, now: DateTime) -> Document {
+    fields.insert("status", to.as_str());
+    fields.insert("updated_at", now);
+    if to != BookingStatus::Paying {
+        fields.insert("paying_since", Bson::Null);
     }
+    fields
 }
 
-impl From<BookingError> for TxError {
-    fn from(e: BookingError) -> Self {
-        Self::Booking(e)
+/// `current` with `set` applied: what the update makes of it. Pure.
+fn applied(current: &Booking, set: &Document) -> Result<Booking> {
+    let mut d = bson::to_document(current).map_err(BookingError::internal)?;
+    for (k, v) in set {
+        d.insert(k.clone(), v.clone());
     }
+    bson::from_document(d).map_err(BookingError::internal)
 }
 
-impl From<TxError> for BookingError {
-    fn from(e: TxError) -> Self {
-        match e {
-            TxError::Mongo(m) => m.into(),
-            TxError::Booking(b) => b,
-        }
+/// The filter of a transition of `current`: its id and state, and the values of the event
+/// data's fields that a write can change after creation (the rest never changes). Pure.
+fn event_pins(current: &Booking) -> Document {
+    let opt = |v: &Option<String>| v.clone().map_or(Bson::Null, Bson::String);
+    doc! {
+        "_id": &current.id,
+        "status": current.status.as_str(),
+        "transaction_id": opt(&current.transaction_id),
+        "refund_id": opt(&current.refund_id),
+        "hold_expires_at": current.hold_expires_at,
     }
 }
 
@@ -643,12 +646,95 @@ fn fence_is(fence: i64) -> Bson {
     }
 }
 
-impl txn::Labelled for TxError {
-    fn transient(&self) -> bool {
-        matches!(self, Self::Mongo(e) if e.transient())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paying() -> Booking {
+        let now = DateTime::now();
+        Booking {
+            id: "b1".into(),
+            user_id: "u".into(),
+            user_email: Some("u@example.com".into()),
+            showtime_id: "s".into(),
+            movie_title: "M".into(),
+            cinema_name: "C".into(),
+            start_time: 1_800_000_000,
+            seats: vec!["A1".into()],
+            total_amount: 12.5,
+            currency: "USD".into(),
+            status: BookingStatus::Paying,
+            lock_id: "l".into(),
+            hold_expires_at: now,
+            transaction_id: None,
+            payment_attempt: 0,
+            payment_started: true,
+            paying_since: Some(now),
+            fence: 3,
+            release_pending: false,
+            refund_intent: false,
+            cancel_requested_at: None,
+            repair_attempts: 0,
+            repair_after: None,
+            failure_reason: None,
+            refund_id: None,
+            created_at: now,
+            updated_at: now,
+            confirmed_at: None,
+            cancelled_at: None,
+        }
     }
 
-    fn unknown_commit(&self) -> bool {
-        matches!(self, Self::Mongo(e) if e.unknown_commit())
+    #[test]
+    fn the_event_is_built_from_the_state_the_update_writes() {
+        let before = paying();
+        let now = DateTime::from_millis(before.updated_at.timestamp_millis() + 5);
+        let set = transition_set(
+            doc! { "transaction_id": "tx-9", "confirmed_at": now },
+            BookingStatus::Confirmed,
+            now,
+        );
+        assert_eq!(set.get_str("status").unwrap(), "CONFIRMED");
+        assert_eq!(
+            set.get("paying_since"),
+            Some(&Bson::Null),
+            "the claim's clock ends"
+        );
+        let after = applied(&before, &set).unwrap();
+        assert_eq!(after.status, BookingStatus::Confirmed);
+        assert_eq!(after.transaction_id.as_deref(), Some("tx-9"));
+        assert_eq!((after.updated_at, after.paying_since), (now, None));
+        assert_eq!(
+            (after.fence, after.seats.clone()),
+            (3, before.seats.clone())
+        );
+        let event = after
+            .event()
+            .expect("CONFIRMED publishes booking.confirmed");
+        assert_eq!(event.event_type, "booking.confirmed");
+        assert_eq!(event.data["transaction_id"], "tx-9");
+        assert_eq!(event.data["status"], "CONFIRMED");
+    }
+
+    #[test]
+    fn staying_in_paying_keeps_the_claims_clock() {
+        let set = transition_set(doc! {}, BookingStatus::Paying, DateTime::now());
+        assert!(set.get("paying_since").is_none());
+    }
+
+    #[test]
+    fn the_filter_pins_what_the_event_carries_and_can_change() {
+        let mut b = paying();
+        b.refund_id = Some("r1".into());
+        let pins = event_pins(&b);
+        assert_eq!(pins.get_str("_id").unwrap(), "b1");
+        assert_eq!(pins.get_str("status").unwrap(), "PAYING");
+        // Unset: only a booking that still has none matches (null matches a missing field).
+        assert_eq!(pins.get("transaction_id"), Some(&Bson::Null));
+        assert_eq!(pins.get_str("refund_id").unwrap(), "r1");
+        assert_eq!(
+            pins.get_datetime("hold_expires_at").unwrap(),
+            &b.hold_expires_at
+        );
     }
 }

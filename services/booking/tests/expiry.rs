@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bson::doc;
-use common::{Booked, CANCEL, Options, PAY, Stack, code};
+use common::{Booked, CANCEL, EventTap, Options, PAY, Stack, code};
 use serde_json::json;
 
 const APPROVE: &str = r#"{"card_number":"4242424242424242"}"#;
@@ -40,6 +40,7 @@ async fn an_unpaid_hold_expires_and_its_seats_return_to_sale() {
     })
     .await;
     let (user_id, token) = stack.user().await;
+    let mut tap = EventTap::new("booking.*").await;
     let Booked {
         showtime,
         seats,
@@ -70,13 +71,23 @@ async fn an_unpaid_hold_expires_and_its_seats_return_to_sale() {
         .await;
     assert_eq!(code(&body), "INVALID_STATE", "{body}");
     assert!(transactions(&stack, &token, &booking_id).await.is_empty());
-    // booking.expired went through the outbox.
-    let outbox = stack.booking_db.collection::<bson::Document>("outbox");
-    let expired = outbox
-        .count_documents(doc! { "event_type": "booking.expired" })
+    // Both events were published, once each and in order; none waits in the booking any more.
+    let mut types = tap.types_for(&booking_id, Duration::from_secs(2)).await;
+    for _ in 0..10 {
+        if types.len() >= 2 {
+            break;
+        }
+        types.extend(tap.types_for(&booking_id, Duration::from_secs(1)).await);
+    }
+    assert_eq!(types, ["booking.pending_payment", "booking.expired"]);
+    tap.close().await;
+    let pending = stack
+        .booking_db
+        .collection::<bson::Document>("bookings")
+        .count_documents(doc! { "_id": &booking_id, "outbox_since": { "$exists": true } })
         .await
         .expect("count");
-    assert_eq!(expired, 1);
+    assert_eq!(pending, 0, "published events leave the booking");
     stack.stop().await;
 }
 

@@ -1,5 +1,5 @@
 //! RabbitMQ stopped during a burst of bookings loses no event: the bookings succeed (the events
-//! wait in the outbox, written in the same transaction) and every booking.pending_payment is
+//! wait in the outbox, written with the booking in one write) and every booking.pending_payment is
 //! delivered once the broker is back. Payments go on during the outage too: the payment
 //! service stays ready (its readiness does not depend on the broker) and its payment.success
 //! arrives after the outage.
@@ -111,11 +111,7 @@ async fn broker_outage_during_a_burst_loses_no_event() {
         })
         .collect();
     assert_eq!(created.len(), seats.len());
-    let outbox = stack.booking_db.collection::<bson::Document>("outbox");
-    let waiting = outbox
-        .count_documents(bson::doc! { "published_at": null })
-        .await
-        .expect("count");
+    let waiting = common::unpublished(&stack.booking_db).await;
     assert!(
         waiting >= seats.len() as u64,
         "events wait in the outbox: {waiting}"

@@ -34,6 +34,21 @@ pub async fn ping(db: &Database) -> mongodb::error::Result<()> {
     db.run_command(doc! { "ping": 1 }).await.map(|_| ())
 }
 
+/// Whether a failed write certainly did not happen: the server answered with an error. Any other
+/// failure (the connection dropped, a timeout) may have come after the server applied it, so the
+/// caller must read to find out.
+pub fn write_refused(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    matches!(
+        err.kind.as_ref(),
+        ErrorKind::Write(_)
+            | ErrorKind::InsertMany(_)
+            | ErrorKind::Command(_)
+            | ErrorKind::InvalidArgument { .. }
+            | ErrorKind::BsonSerialization(_)
+    )
+}
+
 /// Whether a write failed on a unique index (E11000), the signal for "already exists".
 pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};

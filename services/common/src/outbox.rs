@@ -13,6 +13,18 @@
 //! lease to expire and another picks the events up; that (and a crash between the broker's
 //! confirm and the mark) can publish an event twice, which is why consumers are idempotent on
 //! `event_id` (at-least-once delivery).
+//!
+//! Two layouts, one relay:
+//! - **the outbox collection** ([`Outbox::new`]): an event is a document of `outbox`, inserted in
+//!   the transaction of its state change (insert + insert + commit);
+//! - **the outbox inside the aggregate** ([`Outbox::embedded`]): the aggregate's own document
+//!   carries its pending events in an `outbox` array ([`Outbox::add_to_new`],
+//!   [`Outbox::add_to_update`]), so a state change and its event are *one* single-document
+//!   write, atomic without a transaction. The relay leases whole aggregates that have pending
+//!   events (`outbox_since` set, a sparse index), publishes their events in array order, then
+//!   `$pull`s the confirmed ones and clears the markers of an aggregate whose array is empty
+//!   (conditionally, so an event pushed meanwhile stays). A relay that dies between the pull
+//!   and the clear leaves an empty array under a marker: the next relay clears it.
 
 use std::{
     sync::{
@@ -50,23 +62,104 @@ pub enum OutboxError {
     Serialize(#[from] serde_json::Error),
 }
 
-/// Handle on a service's outbox collection. Cheap to clone.
+/// Fields an aggregate with embedded events carries (see the module documentation).
+pub mod embedded {
+    /// The pending events, oldest first: `{_id: event_id, event_type, payload, created_at}`.
+    pub const EVENTS: &str = "outbox";
+    /// Set while `outbox` may hold events: when the oldest was added (sparse index).
+    pub const SINCE: &str = "outbox_since";
+    /// The relay lease on the aggregate's events.
+    pub const LEASE_OWNER: &str = "outbox_lease_owner";
+    pub const LEASE_UNTIL: &str = "outbox_lease_until";
+}
+
+/// Where a service's events wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Collection,
+    Embedded,
+}
+
+/// Handle on a service's outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
     coll: Collection<Document>,
+    layout: Layout,
     wake: Arc<Notify>,
 }
 
 impl Outbox {
+    /// The `outbox` collection of `db`.
     pub fn new(db: &Database) -> Self {
         Self {
             coll: db.collection(COLLECTION),
+            layout: Layout::Collection,
             wake: Arc::new(Notify::new()),
         }
     }
 
+    /// Events carried by the documents of `aggregates` themselves.
+    pub fn embedded(aggregates: Collection<Document>) -> Self {
+        Self {
+            coll: aggregates,
+            layout: Layout::Embedded,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// One pending event as an aggregate carries it.
+    pub fn entry(envelope: &EventEnvelope) -> Result<Document, serde_json::Error> {
+        Ok(doc! {
+            "_id": envelope.event_id.to_string(),
+            "event_type": envelope.event_type.clone(),
+            "payload": serde_json::to_string(envelope)?,
+            "created_at": DateTime::now(),
+        })
+    }
+
+    /// Makes a new aggregate document carry `envelope` as its first pending event.
+    pub fn add_to_new(doc: &mut Document, envelope: &EventEnvelope) -> Result<(), OutboxError> {
+        doc.insert(
+            embedded::EVENTS,
+            vec![Bson::Document(Self::entry(envelope)?)],
+        );
+        doc.insert(embedded::SINCE, DateTime::now());
+        Ok(())
+    }
+
+    /// Adds "append `envelope` to the pending events" to an update (whose other operators, such
+    /// as `$set`, must not touch the outbox fields): the state change and its event are then
+    /// one atomic single-document write.
+    pub fn add_to_update(
+        update: &mut Document,
+        envelope: &EventEnvelope,
+    ) -> Result<(), OutboxError> {
+        update.insert(
+            "$push",
+            doc! { embedded::EVENTS: Bson::Document(Self::entry(envelope)?) },
+        );
+        update.insert("$min", doc! { embedded::SINCE: DateTime::now() });
+        Ok(())
+    }
+
     /// Creates the indexes the relay's queries need. Part of each service's `migrate`.
     pub async fn ensure_indexes(&self) -> Result<(), OutboxError> {
+        if self.layout == Layout::Embedded {
+            self.coll
+                .create_index(
+                    IndexModel::builder()
+                        .keys(doc! { embedded::SINCE: 1 })
+                        .options(
+                            IndexOptions::builder()
+                                .name("outbox_pending".to_owned())
+                                .sparse(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .await?;
+            return Ok(());
+        }
         self.coll
             .create_index(
                 IndexModel::builder()
@@ -135,12 +228,13 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Events not yet confirmed by the broker.
+    /// Events not yet confirmed by the broker (embedded: aggregates with such events).
     pub async fn pending_count(&self) -> Result<u64, OutboxError> {
-        Ok(self
-            .coll
-            .count_documents(doc! { "published_at": Bson::Null })
-            .await?)
+        let filter = match self.layout {
+            Layout::Collection => doc! { "published_at": Bson::Null },
+            Layout::Embedded => doc! { embedded::SINCE: { "$exists": true } },
+        };
+        Ok(self.coll.count_documents(filter).await?)
     }
 
     pub fn relay(&self, amqp_url: &str, name: &str, config: RelayConfig) -> OutboxRelay {
@@ -190,6 +284,33 @@ struct Leased {
     id: String,
     event_type: String,
     payload: String,
+}
+
+/// What one lease took: the events to publish, and (embedded) the aggregates that carry them.
+struct Batch {
+    token: String,
+    aggregates: Vec<Bson>,
+    events: Vec<Leased>,
+}
+
+/// The events of one leased aggregate, in the order they were added.
+fn embedded_events(aggregate: &Document) -> Vec<Leased> {
+    aggregate
+        .get_array(embedded::EVENTS)
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| {
+                    let e = e.as_document()?;
+                    Some(Leased {
+                        id: e.get_str("_id").ok()?.to_owned(),
+                        event_type: e.get_str("event_type").ok()?.to_owned(),
+                        payload: e.get_str("payload").ok()?.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Publishes the outbox to RabbitMQ. See the module documentation.
@@ -258,7 +379,7 @@ impl OutboxRelay {
                     continue;
                 }
             };
-            let Some((token, batch)) = batch else {
+            let Some(batch) = batch else {
                 // Idle: wait for a wake-up from this process, the poll interval, or shutdown.
                 let mut sd = shutdown.clone();
                 tokio::select! {
@@ -269,7 +390,7 @@ impl OutboxRelay {
                 continue;
             };
 
-            let outcome = self.publish(&channel, &token, batch).await;
+            let outcome = self.publish(&channel, batch).await;
             if outcome.failed > 0 {
                 // A nack or a dead channel: reconnect and retry the rest after a pause.
                 self.set_connected(false);
@@ -313,8 +434,12 @@ impl OutboxRelay {
         Ok((conn, channel))
     }
 
-    /// Leases up to `batch_size` pending events whose lease is free; `None` when there are none.
-    async fn lease_batch(&self) -> Result<Option<(String, Vec<Leased>)>, OutboxError> {
+    /// Leases up to `batch_size` pending events (embedded: aggregates) whose lease is free;
+    /// `None` when there are none.
+    async fn lease_batch(&self) -> Result<Option<Batch>, OutboxError> {
+        if self.outbox.layout == Layout::Embedded {
+            return self.lease_aggregates().await;
+        }
         let coll = &self.outbox.coll;
         let now = DateTime::now();
         let free = doc! { "published_at": Bson::Null, "lease_until": { "$lte": now } };
@@ -361,15 +486,82 @@ impl OutboxRelay {
                 })
             })
             .collect();
-        Ok((!batch.is_empty()).then_some((token, batch)))
+        Ok((!batch.is_empty()).then_some(Batch {
+            token,
+            aggregates: vec![],
+            events: batch,
+        }))
+    }
+
+    /// [`Self::lease_batch`] for events inside their aggregates.
+    async fn lease_aggregates(&self) -> Result<Option<Batch>, OutboxError> {
+        use embedded::*;
+        let coll = &self.outbox.coll;
+        let now = DateTime::now();
+        let free = doc! {
+            SINCE: { "$exists": true },
+            "$or": [ { LEASE_UNTIL: { "$exists": false } }, { LEASE_UNTIL: { "$lte": now } } ],
+        };
+        let candidates: Vec<Document> = coll
+            .find(free.clone())
+            .sort(doc! { SINCE: 1 })
+            .limit(self.config.batch_size)
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<Bson> = candidates
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        let token = uuid::Uuid::new_v4().to_string();
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(30_000);
+        let until = DateTime::from_millis(now.timestamp_millis() + lease_ms);
+        let mut filter = free;
+        filter.insert("_id", doc! { "$in": ids });
+        coll.update_many(
+            filter,
+            doc! { "$set": { LEASE_OWNER: &token, LEASE_UNTIL: until } },
+        )
+        .await?;
+        let leased: Vec<Document> = coll
+            .find(doc! { LEASE_OWNER: &token })
+            .sort(doc! { SINCE: 1 })
+            .projection(doc! { "_id": 1, EVENTS: 1 })
+            .await?
+            .try_collect()
+            .await?;
+        if leased.is_empty() {
+            return Ok(None);
+        }
+        let events = leased.iter().flat_map(embedded_events).collect();
+        let aggregates = leased
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        // Returned even without events: an empty array under a marker (a relay died between
+        // its pull and its clear) is cleared by settling.
+        Ok(Some(Batch {
+            token,
+            aggregates,
+            events,
+        }))
     }
 
     /// Publishes a leased batch, waits for every confirm, then marks the acked events published
     /// and hands the rest back (lease released) for the next round.
-    async fn publish(&self, channel: &Channel, token: &str, batch: Vec<Leased>) -> RoundOutcome {
-        let mut pending = Vec::with_capacity(batch.len());
+    async fn publish(&self, channel: &Channel, batch: Batch) -> RoundOutcome {
+        let Batch {
+            token,
+            aggregates,
+            events,
+        } = batch;
+        let mut pending = Vec::with_capacity(events.len());
         let mut failed: Vec<String> = Vec::new();
-        for event in batch {
+        for event in events {
             if !failed.is_empty() {
                 // The channel already failed: do not keep writing into it.
                 failed.push(event.id);
@@ -416,7 +608,11 @@ impl OutboxRelay {
             published: acked.len(),
             failed: failed.len(),
         };
-        if let Err(e) = self.settle(token, acked, failed).await {
+        let settled = match self.outbox.layout {
+            Layout::Collection => self.settle(&token, acked, failed).await,
+            Layout::Embedded => self.settle_aggregates(&token, aggregates, acked).await,
+        };
+        if let Err(e) = settled {
             // The lease expires on its own; the events are retried (consumers are idempotent).
             tracing::warn!(relay = %self.name, error = %e, "cannot record publish outcome");
         }
@@ -449,6 +645,43 @@ impl OutboxRelay {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    /// Embedded: removes the confirmed events from their aggregates, clears the markers of the
+    /// aggregates left without events, and frees the lease of the others (an event that failed,
+    /// or one added meanwhile, goes out in a later round).
+    async fn settle_aggregates(
+        &self,
+        token: &str,
+        aggregates: Vec<Bson>,
+        acked: Vec<String>,
+    ) -> Result<(), OutboxError> {
+        use embedded::*;
+        let coll = &self.outbox.coll;
+        let ours = doc! { "_id": { "$in": aggregates }, LEASE_OWNER: token };
+        if !acked.is_empty() {
+            coll.update_many(
+                ours.clone(),
+                doc! { "$pull": { EVENTS: { "_id": { "$in": acked } } } },
+            )
+            .await?;
+        }
+        let mut empty = ours.clone();
+        empty.insert(EVENTS, doc! { "$size": 0 });
+        coll.update_many(
+            empty,
+            doc! { "$unset": { EVENTS: "", SINCE: "", LEASE_OWNER: "", LEASE_UNTIL: "" } },
+        )
+        .await?;
+        coll.update_many(
+            ours,
+            doc! {
+                "$unset": { LEASE_OWNER: "" },
+                "$set": { LEASE_UNTIL: DateTime::from_millis(0) },
+            },
+        )
+        .await?;
         Ok(())
     }
 }
@@ -485,5 +718,48 @@ mod tests {
         let back: EventEnvelope = serde_json::from_str(d.get_str("payload").unwrap()).unwrap();
         assert_eq!(back, e);
         assert_eq!(d.get("published_at"), Some(&Bson::Null));
+    }
+
+    #[test]
+    fn embedded_events_ride_in_the_aggregates_own_write() {
+        let e = EventEnvelope::new(
+            EventType::BookingConfirmed,
+            "booking-service",
+            serde_json::json!({"booking_id": "b1"}),
+        );
+        let mut fresh = doc! { "_id": "b1" };
+        Outbox::add_to_new(&mut fresh, &e).unwrap();
+        assert!(fresh.get_datetime(embedded::SINCE).is_ok());
+        let events = embedded_events(&fresh);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].id, e.event_id.to_string());
+        assert_eq!(events[0].event_type, "booking.confirmed");
+        let back: EventEnvelope = serde_json::from_str(&events[0].payload).unwrap();
+        assert_eq!(back, e);
+
+        let mut update = doc! { "$set": { "status": "CONFIRMED" } };
+        Outbox::add_to_update(&mut update, &e).unwrap();
+        assert!(
+            update.get_document("$set").is_ok(),
+            "the state change is kept"
+        );
+        let pushed = update.get_document("$push").unwrap();
+        assert_eq!(
+            pushed
+                .get_document(embedded::EVENTS)
+                .unwrap()
+                .get_str("_id")
+                .unwrap(),
+            e.event_id.to_string()
+        );
+        assert!(
+            update
+                .get_document("$min")
+                .unwrap()
+                .get_datetime(embedded::SINCE)
+                .is_ok()
+        );
+        // An aggregate without events has none to publish.
+        assert!(embedded_events(&doc! { "_id": "b2" }).is_empty());
     }
 }

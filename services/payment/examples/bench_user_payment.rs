@@ -45,6 +45,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Each phase's `key=<N>/s p99=<X>ms`, for the closing `bench-user-payment:` line.
+static SUMMARY: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The summary key of a phase: the last path segment of its request, plus `_replays`.
+fn summary_key(name: &str) -> String {
+    let path = name.split_whitespace().nth(1).unwrap_or(name);
+    let mut key = path.rsplit('/').next().unwrap_or(path).to_owned();
+    if name.contains("(replays)") {
+        key.push_str("_replays");
+    }
+    key
+}
+
 /// Runs `make_request(i)` for i in 0..count with `concurrency` in flight; prints the summary.
 async fn phase<F, Fut>(name: &str, count: usize, concurrency: usize, make_request: F) -> Vec<usize>
 where
@@ -77,6 +90,14 @@ where
         percentile(&lat, 0.50).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
     );
+    if let Ok(mut summary) = SUMMARY.lock() {
+        summary.push(format!(
+            "{}={:.0}/s p99={:.2}ms",
+            summary_key(name),
+            results.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        ));
+    }
     results.into_iter().filter(|r| r.1).map(|r| r.0).collect()
 }
 
@@ -277,6 +298,9 @@ async fn main() -> anyhow::Result<()> {
         payment_service::connect(&pay_cfg).await?,
     ] {
         let _ = db.drop().await;
+    }
+    if let Ok(summary) = SUMMARY.lock() {
+        println!("bench-user-payment: {}", summary.join(" "));
     }
     Ok(())
 }

@@ -130,17 +130,24 @@ struct Stats {
 }
 
 impl Stats {
+    /// Operations per second.
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The nearest-rank percentile `p` (0–1) in milliseconds; call after [`Stats::print`].
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let i =
+            ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+
     fn print(&mut self) {
         self.latencies.sort();
-        let pct = |p: f64| -> f64 {
-            if self.latencies.is_empty() {
-                return 0.0;
-            }
-            let i = ((self.latencies.len() as f64 * p).ceil() as usize)
-                .clamp(1, self.latencies.len())
-                - 1;
-            self.latencies[i].as_secs_f64() * 1000.0
-        };
+        let pct = |p: f64| self.pct(p);
         println!(
             "{:<40} {:>8} ok {:>5} err in {:>5.1}s  {:>9.0} /s   p50 {:>7.2} ms   p99 {:>7.2} ms",
             self.name,
@@ -529,6 +536,13 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "flash sale sold exactly {SEATS} seats: {}",
         if exact { "yes" } else { "NO" }
+    );
+    println!(
+        "bench-cinema: checkSeatAvailability={:.0}/s p99={:.2}ms lockRelease={:.0}/s p99={:.2}ms flashSale={booked}/{SEATS}",
+        check.rate(),
+        check.pct(0.99),
+        pairs.rate(),
+        pairs.pct(0.99),
     );
 
     drop(clients);

@@ -194,6 +194,12 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 0.90).as_secs_f64() * 1000.0,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0
     );
+    println!(
+        "bench-notification: events={:.0}/s p99={:.1}ms notified={}/{events}",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.len(),
+    );
     if finished.is_err() {
         anyhow::bail!("not every event was notified within 120 s");
     }
