@@ -51,7 +51,7 @@ pub const SERVICE_NAME: &str = moviebook_common::auth::BOOKING_SERVICE;
 /// Connects to MongoDB and builds the store.
 pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
     let db = mongo::connect(&config.mongodb_url, SERVICE_NAME, config::DEFAULT_DB).await?;
-    Ok(Store::new(db.client().clone(), &db))
+    Ok(Store::new(&db))
 }
 
 /// `booking-service migrate`: the indexes of the bookings and the outbox.

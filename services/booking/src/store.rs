@@ -12,7 +12,7 @@
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt;
 use mongodb::{
-    Client, Collection, Database, IndexModel,
+    Collection, Database, IndexModel,
     options::{IndexOptions, ReturnDocument},
 };
 use moviebook_common::{events::EventEnvelope, outbox::Outbox, txn::TxnFailure};
@@ -201,7 +201,7 @@ enum Pin {
 }
 
 impl Store {
-    pub fn new(_client: Client, db: &Database) -> Self {
+    pub fn new(db: &Database) -> Self {
         Self {
             db: db.clone(),
             bookings: db.collection(COLLECTION),

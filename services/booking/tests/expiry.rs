@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bson::doc;
-use common::{Booked, CANCEL, EventTap, Options, PAY, Stack, code};
+use common::{Booked, CANCEL, Options, PAY, Stack, code, event_tap};
 use serde_json::json;
 
 const APPROVE: &str = r#"{"card_number":"4242424242424242"}"#;
@@ -40,7 +40,7 @@ async fn an_unpaid_hold_expires_and_its_seats_return_to_sale() {
     })
     .await;
     let (user_id, token) = stack.user().await;
-    let mut tap = EventTap::new("booking.*").await;
+    let mut tap = event_tap("booking.*").await;
     let Booked {
         showtime,
         seats,
@@ -72,12 +72,17 @@ async fn an_unpaid_hold_expires_and_its_seats_return_to_sale() {
     assert_eq!(code(&body), "INVALID_STATE", "{body}");
     assert!(transactions(&stack, &token, &booking_id).await.is_empty());
     // Both events were published, once each and in order; none waits in the booking any more.
-    let mut types = tap.types_for(&booking_id, Duration::from_secs(2)).await;
+    let mut types = tap
+        .types_where("booking_id", &booking_id, Duration::from_secs(2))
+        .await;
     for _ in 0..10 {
         if types.len() >= 2 {
             break;
         }
-        types.extend(tap.types_for(&booking_id, Duration::from_secs(1)).await);
+        types.extend(
+            tap.types_where("booking_id", &booking_id, Duration::from_secs(1))
+                .await,
+        );
     }
     assert_eq!(types, ["booking.pending_payment", "booking.expired"]);
     tap.close().await;

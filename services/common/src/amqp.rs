@@ -142,3 +142,86 @@ pub async fn declare_consumer_queue(
     }
     Ok(())
 }
+
+/// A private, exclusive queue bound to the events exchange: what the services really published,
+/// seen from the broker's side. Tests use it as their oracle for events (the relays remove an
+/// event from its aggregate once the broker confirmed it, so the database no longer shows it),
+/// and an operator can use it to watch a routing key.
+pub struct EventTap {
+    conn: Connection,
+    consumer: lapin::Consumer,
+}
+
+impl EventTap {
+    /// Starts receiving the events of `routing_key` (e.g. `booking.*`, `payment.success`);
+    /// events published before this returns are not seen.
+    pub async fn bind(url: &str, routing_key: &str) -> lapin::Result<Self> {
+        use lapin::options::BasicConsumeOptions;
+        let conn = connect(url, "moviebook-event-tap").await?;
+        let channel = conn.create_channel().await?;
+        declare_topology(&channel).await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let name = queue.name().clone();
+        channel
+            .queue_bind(
+                name.clone(),
+                EXCHANGE.into(),
+                ShortString::from(routing_key.to_owned()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                name,
+                "moviebook-event-tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self { conn, consumer })
+    }
+
+    /// The `event_type`s of the events received within `within` whose `data.<field>` is
+    /// `value`, in arrival order (other events, e.g. another test's, are skipped).
+    pub async fn types_where(
+        &mut self,
+        field: &str,
+        value: &str,
+        within: std::time::Duration,
+    ) -> Vec<String> {
+        use futures::StreamExt;
+        let mut types = vec![];
+        let end = tokio::time::Instant::now() + within;
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(end, self.consumer.next()).await
+        {
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&delivery.data) else {
+                continue;
+            };
+            if event["data"][field] == value
+                && let Some(t) = event["event_type"].as_str()
+            {
+                types.push(t.to_owned());
+            }
+        }
+        types
+    }
+
+    pub async fn close(self) {
+        // Closing is a courtesy: the queue is exclusive and goes with the connection anyway.
+        let _ = self.conn.close(200, "tap closed".into()).await;
+    }
+}

@@ -127,18 +127,16 @@ impl Outbox {
         Ok(())
     }
 
-    /// Adds "append `envelope` to the pending events" to an update (whose other operators, such
-    /// as `$set`, must not touch the outbox fields): the state change and its event are then
-    /// one atomic single-document write.
+    /// Adds "append `envelope` to the pending events" to an update (whose other operators must
+    /// not touch the outbox fields; a `$push` or `$min` it has already is extended): the state
+    /// change and its event are then one atomic single-document write.
     pub fn add_to_update(
         update: &mut Document,
         envelope: &EventEnvelope,
     ) -> Result<(), OutboxError> {
-        update.insert(
-            "$push",
-            doc! { embedded::EVENTS: Bson::Document(Self::entry(envelope)?) },
-        );
-        update.insert("$min", doc! { embedded::SINCE: DateTime::now() });
+        let entry = Bson::Document(Self::entry(envelope)?);
+        extend_operator(update, "$push", embedded::EVENTS, entry);
+        extend_operator(update, "$min", embedded::SINCE, DateTime::now());
         Ok(())
     }
 
@@ -686,6 +684,17 @@ impl OutboxRelay {
     }
 }
 
+/// Sets `field` inside the `op` section of an update document, keeping what the section holds
+/// (an update is built by this crate's callers, never from input).
+fn extend_operator(update: &mut Document, op: &str, field: &str, value: impl Into<Bson>) {
+    let mut section = match update.remove(op) {
+        Some(Bson::Document(d)) => d,
+        _ => Document::new(),
+    };
+    section.insert(field, value);
+    update.insert(op, section);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,6 +712,36 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(next_backoff(Duration::ZERO, &c), c.min_backoff);
+    }
+
+    #[test]
+    fn an_event_joins_the_operators_an_update_has_already() {
+        let e = EventEnvelope::new(
+            EventType::PaymentRefund,
+            "payment-service",
+            serde_json::json!({"amount": 1.0}),
+        );
+        let mut update = doc! { "$push": { "log": "entry" }, "$inc": { "n": 1 } };
+        Outbox::add_to_update(&mut update, &e).unwrap();
+        let push = update.get_document("$push").unwrap();
+        assert_eq!(push.get_str("log").unwrap(), "entry", "kept");
+        assert_eq!(
+            push.get_document(embedded::EVENTS)
+                .unwrap()
+                .get_str("_id")
+                .unwrap(),
+            e.event_id.to_string()
+        );
+        assert!(
+            update
+                .get_document("$min")
+                .unwrap()
+                .contains_key(embedded::SINCE)
+        );
+        assert_eq!(
+            update.get_document("$inc").unwrap().get_i32("n").unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! Every query against MongoDB: the `notifications` collection.
 //!
-//! One document per event (unique index on `event_id`), written *before* the send with status
-//! `pending`, set to `sent` after it, or to `failed` when the message is dead-lettered. A
-//! redelivery that finds `sent` does not send again even if Redis forgot the event.
+//! One document per event (unique index on `event_id`). A notification that goes out at the
+//! first attempt costs one write: the record, `sent`, upserted after the send. A failed attempt
+//! upserts it `pending` with its attempt count, and a dead-lettered one ends `failed`. Before
+//! sending, the worker reads the record (an indexed point read): a redelivery that finds `sent`
+//! does not send again even if Redis forgot the event.
+//!
+//! A crash between the send and the write leaves no record (or a `pending` one), and the
+//! redelivered event is sent again: delivery is at least once, as it was when a `pending`
+//! record was written first (the record did not make a crash after the send detectable).
 
 use futures::TryStreamExt;
 use mongodb::{
@@ -49,13 +55,15 @@ pub struct NotificationRecord {
     pub sent_at: Option<DateTime>,
 }
 
-/// What [`Store::begin`] found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Begin {
-    /// No record existed; a `pending` one was written.
-    New,
-    /// A record exists already (a redelivery): its status decides.
-    Existing(Status),
+/// The fields of a record that never change after it is first written.
+fn identity(record: &NotificationRecord) -> Document {
+    doc! {
+        "event_id": &record.event_id,
+        "event_type": &record.event_type,
+        "user_id": &record.user_id,
+        "booking_id": &record.booking_id,
+        "created_at": record.created_at,
+    }
 }
 
 /// Handle on the collection. Cheap to clone.
@@ -110,65 +118,81 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the `pending` record, or reports the one a previous delivery wrote.
-    pub async fn begin(&self, record: &NotificationRecord) -> mongodb::error::Result<Begin> {
-        match self.coll.insert_one(record).await {
-            Ok(_) => Ok(Begin::New),
-            Err(e) if moviebook_common::mongo::is_duplicate_key(&e) => {
-                let existing = self
-                    .coll
-                    .find_one(doc! { "event_id": &record.event_id })
-                    .await?;
-                // Found by the unique index a moment ago; if it vanished, start afresh.
-                Ok(existing.map_or(Begin::New, |r| Begin::Existing(r.status)))
-            }
-            Err(e) => Err(e),
+    /// Where an earlier delivery of the event left its record, if it left one.
+    pub async fn status_of(&self, event_id: &str) -> mongodb::error::Result<Option<Status>> {
+        /// The one field the projection returns.
+        #[derive(Deserialize)]
+        struct StatusOnly {
+            status: Status,
         }
-    }
-
-    /// Refreshes a retried record (the recipient may be known by now) and sets it `pending`.
-    /// A record that had `failed` (its message replayed from the dead-letter queue) gets a fresh
-    /// attempt budget.
-    pub async fn restart(
-        &self,
-        record: &NotificationRecord,
-        previous: Status,
-    ) -> mongodb::error::Result<()> {
-        let mut set = doc! {
-            "status": "pending",
-            "recipient": record.recipient.as_deref(),
-            "channel": &record.channel,
-            "subject": &record.subject,
-            "body": &record.body,
-        };
-        if previous == Status::Failed {
-            set.insert("attempts", 0);
-        }
-        self.coll
-            .update_one(doc! { "event_id": &record.event_id }, doc! { "$set": set })
+        let found = self
+            .coll
+            .clone_with_type::<StatusOnly>()
+            .find_one(doc! { "event_id": event_id })
+            .projection(doc! { "_id": 0, "status": 1 })
             .await?;
-        Ok(())
+        Ok(found.map(|r| r.status))
     }
 
-    /// Records a successful send.
-    pub async fn mark_sent(&self, event_id: &str) -> mongodb::error::Result<()> {
+    /// Gives a record that had `failed` (its message replayed from the dead-letter queue) a
+    /// fresh attempt budget before it is tried again.
+    pub async fn restart(&self, event_id: &str) -> mongodb::error::Result<()> {
         self.coll
             .update_one(
                 doc! { "event_id": event_id },
-                doc! { "$set": { "status": "sent", "sent_at": DateTime::now() } },
+                doc! { "$set": { "status": "pending", "attempts": 0 } },
             )
             .await?;
         Ok(())
     }
 
-    /// Counts a failed attempt; answers the number of failures so far.
-    pub async fn record_failure(&self, event_id: &str, error: &str) -> mongodb::error::Result<u32> {
+    /// Records a successful send: one upsert, whether or not an earlier attempt left a record
+    /// (its content is refreshed: the recipient may be known by now).
+    pub async fn record_sent(&self, record: &NotificationRecord) -> mongodb::error::Result<()> {
+        self.coll
+            .update_one(
+                doc! { "event_id": &record.event_id },
+                doc! {
+                    "$set": {
+                        "status": "sent",
+                        "sent_at": DateTime::now(),
+                        "recipient": record.recipient.as_deref(),
+                        "channel": &record.channel,
+                        "subject": &record.subject,
+                        "body": &record.body,
+                    },
+                    "$setOnInsert": identity(record),
+                },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a failed attempt, recording the notification `pending` if this was its first;
+    /// answers the number of failures so far.
+    pub async fn record_failure(
+        &self,
+        record: &NotificationRecord,
+        error: &str,
+    ) -> mongodb::error::Result<u32> {
+        let mut insert = identity(record);
+        insert.insert("status", "pending");
+        insert.insert("recipient", record.recipient.as_deref());
+        insert.insert("channel", &record.channel);
+        insert.insert("subject", &record.subject);
+        insert.insert("body", &record.body);
         let updated = self
             .coll
             .find_one_and_update(
-                doc! { "event_id": event_id },
-                doc! { "$inc": { "attempts": 1 }, "$set": { "last_error": error } },
+                doc! { "event_id": &record.event_id },
+                doc! {
+                    "$inc": { "attempts": 1 },
+                    "$set": { "last_error": error },
+                    "$setOnInsert": insert,
+                },
             )
+            .upsert(true)
             .return_document(ReturnDocument::After)
             .await?;
         Ok(updated.map_or(1, |r| r.attempts.max(1)))

@@ -7,12 +7,14 @@
 //!
 //! 1. parse and validate; poison → reject without requeue (→ `<queue>.dlq`);
 //! 2. claim the event id in Redis; `done` → ack, another claim → requeue later;
-//! 3. write the `pending` record in MongoDB (unique `event_id`); a record already `sent` → mark
+//! 3. read the event's record in MongoDB (unique `event_id`); a record already `sent` → mark
 //!    done and ack without sending (the second line of defence);
 //! 4. send through the channel (with a timeout);
-//! 5. record `sent`, mark the event `done` in Redis, ack.
+//! 5. record `sent` (one upsert: the only write of a notification sent at the first attempt),
+//!    mark the event `done` in Redis, ack.
 //!
-//! A transient send failure counts an attempt on the record, releases the claim and requeues
+//! A transient send failure counts an attempt on the record (written `pending` by the first
+//! failure), releases the claim and requeues
 //! after an exponential backoff; after `max_attempts` the record becomes `failed` and the
 //! message is dead-lettered. A failure of Redis or MongoDB themselves is not the message's
 //! fault: it is requeued after a pause without counting an attempt.
@@ -42,7 +44,7 @@ use crate::{
     config::Config,
     domain::{self, Event, FailureAction, Payload},
     idempotency::{Claim, Idempotency},
-    store::{Begin, NotificationRecord, Status, Store},
+    store::{NotificationRecord, Status, Store},
 };
 
 /// Pause before requeueing a delivery whose event another worker is processing.
@@ -68,7 +70,8 @@ pub enum Settle {
 enum Failure {
     /// Redis or MongoDB failed: retry without blaming the message.
     Infra(String),
-    Send(SendError),
+    /// The channel refused or timed out; the record is what a failed attempt stores.
+    Send(SendError, Box<NotificationRecord>),
 }
 
 impl From<redis::RedisError> for Failure {
@@ -328,7 +331,7 @@ impl Worker {
                 count(event_type, "infra_error");
                 Settle::Requeue(INFRA_DELAY)
             }
-            Err(Failure::Send(err)) => self.on_send_failure(&id, event_type, err).await,
+            Err(Failure::Send(err, record)) => self.on_send_failure(&record, event_type, err).await,
         };
         if settle != Settle::Ack
             && let Err(e) = self.idem.release(&id, &token).await
@@ -339,12 +342,18 @@ impl Worker {
         settle
     }
 
-    async fn on_send_failure(&self, id: &str, event_type: &str, err: SendError) -> Settle {
+    async fn on_send_failure(
+        &self,
+        record: &NotificationRecord,
+        event_type: &str,
+        err: SendError,
+    ) -> Settle {
+        let id = record.event_id.as_str();
         let (reason, permanent) = match &err {
             SendError::Transient(m) => (m.clone(), false),
             SendError::Permanent(m) => (m.clone(), true),
         };
-        let attempts = match self.store.record_failure(id, &reason).await {
+        let attempts = match self.store.record_failure(record, &reason).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(event_id = %id, error = %e, "cannot count the failed attempt");
@@ -418,15 +427,13 @@ impl Worker {
             last_error: None,
             sent_at: None,
         };
-        match self.store.begin(&record).await? {
-            Begin::New => {}
-            Begin::Existing(Status::Sent) => {
+        match self.store.status_of(id).await? {
+            None | Some(Status::Pending) => {}
+            Some(Status::Sent) => {
                 tracing::info!(event_id = %id, "already sent according to MongoDB; not resending");
                 return Ok(Delivered::AlreadySent);
             }
-            Begin::Existing(previous) => {
-                self.store.restart(&record, previous).await?;
-            }
+            Some(Status::Failed) => self.store.restart(id).await?,
         }
         let outgoing = Outgoing {
             event_id: id.to_owned(),
@@ -442,18 +449,22 @@ impl Worker {
                     self.config.send_timeout
                 )))
             });
-        sent.map_err(Failure::Send)?;
-        self.record_sent(id).await;
+        if let Err(e) = sent {
+            return Err(Failure::Send(e, Box::new(record)));
+        }
+        self.record_sent(&record).await;
         Ok(Delivered::Sent)
     }
 
     /// Records the send, retrying briefly. If MongoDB stays down the event is still marked done
     /// (the caller does that next): the notification left, and sending it again would be the
-    /// worse failure; the record then stays `pending`, which the log makes visible.
-    async fn record_sent(&self, id: &str) {
+    /// worse failure; the record then stays missing (or `pending`), which the log makes
+    /// visible.
+    async fn record_sent(&self, record: &NotificationRecord) {
+        let id = record.event_id.as_str();
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=4 {
-            match self.store.mark_sent(id).await {
+            match self.store.record_sent(record).await {
                 Ok(()) => return,
                 Err(e) if attempt < 4 => {
                     tracing::warn!(event_id = %id, error = %e, "cannot record send; retrying");

@@ -526,7 +526,7 @@ async fn a_claim_abandoned_by_a_crashed_worker_expires_and_the_event_is_then_sen
     store.ensure_indexes().await.unwrap();
     let event = booking_event("booking.refunded", "b-c", "u-c");
     let id = event_id(&event);
-    // What a worker that crashed between writing the record and sending leaves behind: a
+    // What a worker leaves behind that failed an attempt and then crashed while retrying: a
     // `pending` record and its in-progress claim (which expires).
     let record = notification_service::store::NotificationRecord {
         event_id: id.clone(),
@@ -543,7 +543,14 @@ async fn a_claim_abandoned_by_a_crashed_worker_expires_and_the_event_is_then_sen
         last_error: None,
         sent_at: None,
     };
-    store.begin(&record).await.unwrap();
+    store
+        .database()
+        .collection::<notification_service::store::NotificationRecord>(
+            notification_service::store::COLLECTION,
+        )
+        .insert_one(&record)
+        .await
+        .unwrap();
     let redis = redis::Client::open(config.redis_url.as_str()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}:event:{id}", config.redis_prefix);

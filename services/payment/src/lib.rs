@@ -23,7 +23,7 @@ use mongodb::Database;
 use moviebook_common::{
     auth::JwtKeys,
     ops::{self, Readiness},
-    outbox::{Outbox, RelayConfig},
+    outbox::RelayConfig,
 };
 
 pub use config::Config;
@@ -70,7 +70,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Database> {
 /// `payment-service migrate`: creates the indexes, the outbox's included (idempotent).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let db = connect(config).await?;
-    Store::new(&db, Outbox::new(&db)).ensure_indexes().await?;
+    Store::new(&db).ensure_indexes().await?;
     tracing::info!(database = db.name(), "payment-service indexes ready");
     Ok(())
 }
@@ -82,19 +82,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = connect(&config).await?;
-    let outbox = Outbox::new(&db);
-    let store = Store::new(&db, outbox.clone());
+    let store = Store::new(&db);
     // Idempotent; a service started without `migrate` must not run without its unique indexes.
     if let Err(e) = store.ensure_indexes().await {
         tracing::warn!(error = %e, "cannot ensure indexes at start-up; run `payment-service migrate`");
     }
     let (stop_tx, stop_rx) = moviebook_common::shutdown::channel();
-    let relay = outbox.relay(
+    let relay = store.outbox().relay(
         &config.rabbitmq_url,
         "payment-service",
         RelayConfig::default(),
     );
-    let relay_task = tokio::spawn(relay.run(stop_rx));
+    let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
+    // Events an earlier version left in the outbox collection; idle once those are out.
+    let legacy = store.legacy_outbox().relay(
+        &config.rabbitmq_url,
+        "payment-service",
+        RelayConfig {
+            idle_poll: std::time::Duration::from_secs(5),
+            ..RelayConfig::default()
+        },
+    );
+    let legacy_task = tokio::spawn(legacy.run(stop_rx));
 
     // Ready = MongoDB answers. Not the broker: payments write their events to the outbox, which
     // exists precisely so that a RabbitMQ outage does not take payments out of service; the
@@ -115,8 +124,10 @@ pub async fn run(
     };
     let served = ops::serve_listener(listener, app(state, readiness), shutdown).await;
     let _ = stop_tx.send(true);
-    if let Err(e) = relay_task.await {
-        tracing::warn!(error = %e, "outbox relay task ended abnormally");
+    for task in [relay_task, legacy_task] {
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "outbox relay task ended abnormally");
+        }
     }
     served?;
     Ok(())

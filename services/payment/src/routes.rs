@@ -205,13 +205,9 @@ pub async fn create_payment(
         state.failure_rate,
         rand::random::<f64>(),
     );
+    // Insert first, read only when the key is taken: a new payment costs one write, and a
+    // replay one failed insert and one read.
     for attempt in 0..MAX_ATTEMPTS {
-        if let Some(existing) = state.store.by_key(&payment.user_id, &key).await? {
-            if existing.fingerprint != fingerprint {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            return Ok(replayed(TransactionView::from(existing)));
-        }
         let now = Utc::now();
         let (status, failure_code, failure_reason) = match &outcome {
             Outcome::Approved => ("SUCCESS", None, None),
@@ -236,6 +232,7 @@ pub async fn create_payment(
             card_last4: payment.card.as_ref().map(|c| c.last4.clone()),
             card_brand: payment.card.as_ref().map(|c| c.brand.to_owned()),
             refunded_cents: 0,
+            refunds: Vec::new(),
             log: vec![
                 LogEntry {
                     status: "PROCESSING".into(),
@@ -267,7 +264,15 @@ pub async fn create_payment(
                 );
                 return Ok(created(TransactionView::from(tx)));
             }
-            Err(StoreError::Duplicate | StoreError::Conflict) => backoff(attempt).await,
+            Err(StoreError::Duplicate | StoreError::Conflict) => {
+                if let Some(existing) = state.store.by_key(&payment.user_id, &key).await? {
+                    if existing.fingerprint != fingerprint {
+                        return Err(ApiError::IdempotencyKeyReused);
+                    }
+                    return Ok(replayed(TransactionView::from(existing)));
+                }
+                backoff(attempt).await
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -324,7 +329,7 @@ pub async fn create_refund(
             .by_id(req.transaction_id.trim())
             .await?
             .ok_or(ApiError::TransactionNotFound)?;
-        if let Some(existing) = state.store.refund_by_key(&tx.id, &key).await? {
+        if let Some(existing) = state.store.refund_by_key(&tx, &key).await? {
             if existing.fingerprint != fingerprint {
                 return Err(ApiError::IdempotencyKeyReused);
             }
@@ -340,7 +345,7 @@ pub async fn create_refund(
                     if requested.is_none()
                         && success
                         && tx.refunded_cents >= tx.amount_cents
-                        && let Some(last) = state.store.latest_refund(&tx.id).await?
+                        && let Some(last) = state.store.latest_refund(&tx).await?
                     {
                         return Ok(replayed(RefundView::from(last)));
                     }

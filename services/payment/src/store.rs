@@ -1,18 +1,25 @@
-//! Every query against the `transactions` and `refunds` collections, and the MongoDB
-//! transactions that write a state change together with its outbox event.
+//! Every query against the `transactions` collection (and the `refunds` collection that
+//! versions before the embedded refunds wrote).
+//!
+//! A payment is one document that carries everything that changes with it: its log, its
+//! refunds and its pending events (the outbox inside the aggregate,
+//! [`moviebook_common::outbox::embedded`]). Recording a payment is therefore one insert, and a
+//! refund one conditional update of that document: atomic without a multi-document transaction,
+//! and nothing for a crash to split. Events earlier versions left in the `outbox` collection are
+//! still relayed from there ([`Store::legacy_outbox`]).
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::{
-    Client, Collection, Database, IndexModel,
-    bson::doc,
+    Collection, Database, IndexModel,
+    bson::{Bson, Document, doc},
     error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT},
     options::IndexOptions,
 };
 use moviebook_common::{
     events::EventEnvelope,
+    mongo::write_refused,
     outbox::{Outbox, OutboxError},
-    txn::{self, Labelled, TxnFailure},
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,13 +66,31 @@ pub struct TransactionDoc {
     pub refunded_cents: i64,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+    /// The refunds of this payment, oldest first. Refunds made by versions before this field
+    /// live in the `refunds` collection instead (see [`TransactionDoc::has_legacy_refunds`]).
+    #[serde(default)]
+    pub refunds: Vec<RefundDoc>,
     #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl TransactionDoc {
+    /// Whether some of the refunded amount was refunded by an earlier version, whose refund
+    /// documents are in the `refunds` collection: only then is that collection worth a query.
+    pub fn has_legacy_refunds(&self) -> bool {
+        let embedded: i64 = self.refunds.iter().map(|r| r.amount_cents).sum();
+        self.refunded_cents > embedded
+    }
+
+    /// The embedded refund recorded under `key`.
+    pub fn refund_with_key(&self, key: &str) -> Option<&RefundDoc> {
+        self.refunds.iter().find(|r| r.idempotency_key == key)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RefundDoc {
     #[serde(rename = "_id")]
     pub id: String,
@@ -144,24 +169,34 @@ impl SometimesCode for MongoError {
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
     transactions: Collection<TransactionDoc>,
-    refunds: Collection<RefundDoc>,
+    /// The same collection untyped: writes that carry the outbox fields.
+    documents: Collection<Document>,
+    legacy_refunds: Collection<RefundDoc>,
     outbox: Outbox,
+    legacy_outbox: Outbox,
 }
 
 impl Store {
-    pub fn new(db: &Database, outbox: Outbox) -> Self {
+    pub fn new(db: &Database) -> Self {
         Self {
-            client: db.client().clone(),
             transactions: db.collection(TRANSACTIONS),
-            refunds: db.collection(REFUNDS),
-            outbox,
+            documents: db.collection(TRANSACTIONS),
+            legacy_refunds: db.collection(REFUNDS),
+            outbox: Outbox::embedded(db.collection(TRANSACTIONS)),
+            legacy_outbox: Outbox::new(db),
         }
     }
 
+    /// The events the payments carry (the relay publishes them from there).
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// The `outbox` collection of versions before the events moved into the payments: still
+    /// relayed, so that nothing they left behind is lost in an upgrade.
+    pub fn legacy_outbox(&self) -> &Outbox {
+        &self.legacy_outbox
     }
 
     /// The unique indexes are the idempotency guarantee: of N concurrent requests with one key,
@@ -193,7 +228,9 @@ impl Store {
                     .build(),
             )
             .await?;
-        self.refunds
+        // Kept for pods of the previous version during a rolling upgrade, which still insert
+        // refund documents there.
+        self.legacy_refunds
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "transaction_id": 1, "idempotency_key": 1 })
@@ -202,6 +239,7 @@ impl Store {
             )
             .await?;
         self.outbox.ensure_indexes().await?;
+        self.legacy_outbox.ensure_indexes().await?;
         Ok(())
     }
 
@@ -232,61 +270,70 @@ impl Store {
             .await?)
     }
 
-    /// Inserts the transaction and its event in one MongoDB transaction: the event exists if
-    /// and only if the payment does.
+    /// Inserts the transaction carrying its event: one single-document write, so the event
+    /// exists if and only if the payment does. [`StoreError::Duplicate`] when the idempotency
+    /// key is taken; [`StoreError::Conflict`] when the server gave no answer (the insert may
+    /// have landed: the caller looks the key up before anything else).
     pub async fn insert_payment(
         &self,
         tx: &TransactionDoc,
         event: &EventEnvelope,
     ) -> Result<(), StoreError> {
-        settle(
-            // The context carries the borrowed inputs (the body's future may borrow only it).
-            txn::transaction(
-                &self.client,
-                &(self, tx, event),
-                |session, &(store, tx, event)| {
-                    Box::pin(async move {
-                        store
-                            .transactions
-                            .insert_one(tx)
-                            .session(&mut *session)
-                            .await?;
-                        store.outbox.enqueue(session, event).await?;
-                        Ok(())
-                    })
-                },
-            )
-            .await,
-        )?;
-        self.outbox.wake();
-        Ok(())
+        let mut document = bson::to_document(tx).map_err(|e| StoreError::Outbox(e.to_string()))?;
+        Outbox::add_to_new(&mut document, event)?;
+        match self.documents.insert_one(document).await {
+            Ok(_) => {
+                self.outbox.wake();
+                Ok(())
+            }
+            Err(e) if write_refused(&e) => Err(classify(e)),
+            Err(_) => Err(StoreError::Conflict),
+        }
     }
 
+    /// The refund recorded under `key` for `tx`: embedded, or (for refunds made by an earlier
+    /// version) in the `refunds` collection.
     pub async fn refund_by_key(
         &self,
-        transaction_id: &str,
+        tx: &TransactionDoc,
         key: &str,
     ) -> Result<Option<RefundDoc>, StoreError> {
+        if let Some(r) = tx.refund_with_key(key) {
+            return Ok(Some(r.clone()));
+        }
+        if !tx.has_legacy_refunds() {
+            return Ok(None);
+        }
         Ok(self
-            .refunds
-            .find_one(doc! { "transaction_id": transaction_id, "idempotency_key": key })
+            .legacy_refunds
+            .find_one(doc! { "transaction_id": &tx.id, "idempotency_key": key })
             .await?)
     }
 
+    /// The most recent refund of `tx`, wherever it was recorded.
     pub async fn latest_refund(
         &self,
-        transaction_id: &str,
+        tx: &TransactionDoc,
     ) -> Result<Option<RefundDoc>, StoreError> {
-        Ok(self
-            .refunds
-            .find_one(doc! { "transaction_id": transaction_id })
+        let embedded = tx.refunds.iter().max_by_key(|r| r.created_at).cloned();
+        if !tx.has_legacy_refunds() {
+            return Ok(embedded);
+        }
+        let legacy = self
+            .legacy_refunds
+            .find_one(doc! { "transaction_id": &tx.id })
             .sort(doc! { "created_at": -1 })
-            .await?)
+            .await?;
+        Ok([embedded, legacy]
+            .into_iter()
+            .flatten()
+            .max_by_key(|r| r.created_at))
     }
 
-    /// Records a refund: the transaction's refunded amount moves only if nobody else moved it
-    /// since `seen_refunded_cents` was read (else [`StoreError::Conflict`]), the refund document
-    /// takes its unique key, and the event goes to the outbox — all in one MongoDB transaction.
+    /// Records a refund and its event in one conditional update of the transaction: it applies
+    /// only if the payment succeeded, nobody moved its refunded amount since
+    /// `seen_refunded_cents` was read, and no refund holds this idempotency key yet; otherwise
+    /// (or when the server gave no answer) [`StoreError::Conflict`], and the caller re-reads.
     pub async fn insert_refund(
         &self,
         refund: &RefundDoc,
@@ -294,97 +341,164 @@ impl Store {
         full_after: bool,
         event: &EventEnvelope,
     ) -> Result<(), StoreError> {
-        let entry = LogEntry {
-            status: if full_after {
-                "REFUNDED"
-            } else {
-                "PARTIALLY_REFUNDED"
-            }
-            .to_owned(),
-            at: refund.created_at,
-            note: refund.reason.clone(),
-            refund_id: Some(refund.id.clone()),
-            amount_cents: Some(refund.amount_cents),
+        let filter = doc! {
+            "_id": &refund.transaction_id,
+            "status": "SUCCESS",
+            "refunded_cents": seen_refunded_cents,
+            "refunds.idempotency_key": { "$ne": &refund.idempotency_key },
         };
-        let entry = bson::to_bson(&entry).map_err(|e| StoreError::Outbox(e.to_string()))?;
-        settle(
-            txn::transaction(
-                &self.client,
-                &(self, refund, event, &entry),
-                |session, &(store, refund, event, entry)| {
-                let entry = entry.clone();
-                Box::pin(async move {
-                    let updated = store
-                        .transactions
-                        .update_one(
-                            doc! {
-                                "_id": &refund.transaction_id,
-                                "status": "SUCCESS",
-                                "refunded_cents": seen_refunded_cents,
-                            },
-                            doc! {
-                                "$inc": { "refunded_cents": refund.amount_cents },
-                                "$push": { "log": entry },
-                                "$set": { "updated_at": bson::DateTime::from_chrono(refund.created_at) },
-                            },
-                        )
-                        .session(&mut *session)
-                        .await?;
-                    if updated.modified_count != 1 {
-                        return Err(BodyError::Store(StoreError::Conflict));
-                    }
-                    store.refunds.insert_one(refund).session(&mut *session).await?;
-                    store.outbox.enqueue(session, event).await?;
-                    Ok(())
-                })
-            },
-            )
-            .await,
-        )?;
-        self.outbox.wake();
-        Ok(())
-    }
-}
-
-/// An error inside a transaction body: the driver's (whose labels decide the retries) or ours.
-enum BodyError {
-    Mongo(MongoError),
-    Store(StoreError),
-}
-
-impl From<MongoError> for BodyError {
-    fn from(e: MongoError) -> Self {
-        Self::Mongo(e)
-    }
-}
-
-impl From<OutboxError> for BodyError {
-    fn from(e: OutboxError) -> Self {
-        match e {
-            OutboxError::Mongo(m) => Self::Mongo(m),
-            OutboxError::Serialize(s) => Self::Store(StoreError::Outbox(s.to_string())),
+        let update = refund_update(refund, full_after, event)?;
+        match self.documents.update_one(filter, update).await {
+            Ok(r) if r.modified_count == 1 => {
+                self.outbox.wake();
+                Ok(())
+            }
+            Ok(_) => Err(StoreError::Conflict),
+            Err(e) if write_refused(&e) => Err(classify(e)),
+            Err(_) => Err(StoreError::Conflict),
         }
     }
 }
 
-impl Labelled for BodyError {
-    fn transient(&self) -> bool {
-        matches!(self, Self::Mongo(e) if e.transient())
-    }
-
-    fn unknown_commit(&self) -> bool {
-        matches!(self, Self::Mongo(e) if e.unknown_commit())
-    }
+/// The update that records `refund` in its transaction: the amount, the log entry, the refund
+/// itself and its event, all in one document write.
+fn refund_update(
+    refund: &RefundDoc,
+    full_after: bool,
+    event: &EventEnvelope,
+) -> Result<Document, StoreError> {
+    let entry = LogEntry {
+        status: if full_after {
+            "REFUNDED"
+        } else {
+            "PARTIALLY_REFUNDED"
+        }
+        .to_owned(),
+        at: refund.created_at,
+        note: refund.reason.clone(),
+        refund_id: Some(refund.id.clone()),
+        amount_cents: Some(refund.amount_cents),
+    };
+    let to_bson =
+        |v: Result<Bson, bson::ser::Error>| v.map_err(|e| StoreError::Outbox(e.to_string()));
+    let mut update = doc! {
+        "$inc": { "refunded_cents": refund.amount_cents },
+        "$push": {
+            "log": to_bson(bson::to_bson(&entry))?,
+            "refunds": to_bson(bson::to_bson(refund))?,
+        },
+        "$set": { "updated_at": bson::DateTime::from_chrono(refund.created_at) },
+    };
+    Outbox::add_to_update(&mut update, event)?;
+    Ok(update)
 }
 
-/// A transaction's failure as the routes act on it. A commit of unknown outcome is a
-/// [`StoreError::Conflict`]: the route's next attempt looks the idempotency key up and so
-/// finds the document if the commit did land (nothing is written twice: the key is unique).
-fn settle(r: Result<(), TxnFailure<BodyError>>) -> Result<(), StoreError> {
-    match r {
-        Ok(()) => Ok(()),
-        Err(TxnFailure::Failed(BodyError::Mongo(e))) => Err(classify(e)),
-        Err(TxnFailure::Failed(BodyError::Store(e))) => Err(e),
-        Err(TxnFailure::CommitUnknown(_)) => Err(StoreError::Conflict),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moviebook_common::outbox::embedded;
+
+    fn refund(key: &str, cents: i64) -> RefundDoc {
+        RefundDoc {
+            id: format!("r-{key}"),
+            transaction_id: "t-1".into(),
+            idempotency_key: key.into(),
+            fingerprint: "full".into(),
+            booking_id: "b-1".into(),
+            user_id: "u-1".into(),
+            amount_cents: cents,
+            currency: "USD".into(),
+            reason: Some("changed my mind".into()),
+            status: "REFUNDED".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn transaction(refunded_cents: i64, refunds: Vec<RefundDoc>) -> TransactionDoc {
+        TransactionDoc {
+            id: "t-1".into(),
+            idempotency_key: "k".into(),
+            fingerprint: "f".into(),
+            booking_id: "b-1".into(),
+            user_id: "u-1".into(),
+            amount_cents: 2550,
+            currency: "USD".into(),
+            payment_method: "credit_card".into(),
+            status: "SUCCESS".into(),
+            failure_code: None,
+            failure_reason: None,
+            card_last4: None,
+            card_brand: None,
+            refunded_cents,
+            log: Vec::new(),
+            refunds,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_refunds_collection_is_consulted_only_for_amounts_it_explains() {
+        assert!(!transaction(0, vec![]).has_legacy_refunds());
+        assert!(!transaction(1000, vec![refund("a", 1000)]).has_legacy_refunds());
+        assert!(
+            transaction(1000, vec![]).has_legacy_refunds(),
+            "refunded before the field"
+        );
+        assert!(transaction(2550, vec![refund("a", 1000)]).has_legacy_refunds());
+    }
+
+    #[test]
+    fn an_embedded_refund_is_found_by_its_key() {
+        let tx = transaction(2550, vec![refund("a", 1000), refund("b", 1550)]);
+        assert_eq!(tx.refund_with_key("b").map(|r| r.amount_cents), Some(1550));
+        assert!(tx.refund_with_key("c").is_none());
+    }
+
+    #[test]
+    fn a_refund_is_one_update_carrying_amount_log_refund_and_event() {
+        let r = refund("a", 1000);
+        let event = crate::events::refund_event(&r);
+        let update = refund_update(&r, false, &event).unwrap();
+        assert_eq!(
+            update
+                .get_document("$inc")
+                .unwrap()
+                .get_i64("refunded_cents")
+                .unwrap(),
+            1000
+        );
+        let push = update.get_document("$push").unwrap();
+        assert_eq!(
+            push.get_document("log").unwrap().get_str("status").unwrap(),
+            "PARTIALLY_REFUNDED"
+        );
+        let stored: RefundDoc =
+            bson::from_document(push.get_document("refunds").unwrap().clone()).unwrap();
+        assert_eq!(stored.id, r.id);
+        assert_eq!(stored.idempotency_key, "a");
+        assert_eq!(
+            push.get_document(embedded::EVENTS)
+                .unwrap()
+                .get_str("_id")
+                .unwrap(),
+            event.event_id.to_string()
+        );
+        assert!(
+            update
+                .get_document("$min")
+                .unwrap()
+                .contains_key(embedded::SINCE)
+        );
+        let full = refund_update(&r, true, &event).unwrap();
+        assert_eq!(
+            full.get_document("$push")
+                .unwrap()
+                .get_document("log")
+                .unwrap()
+                .get_str("status")
+                .unwrap(),
+            "REFUNDED"
+        );
     }
 }

@@ -19,6 +19,13 @@ fn env(var: &str) -> String {
     })
 }
 
+/// What the payment service really published.
+async fn tap(routing_key: &str) -> moviebook_common::amqp::EventTap {
+    moviebook_common::amqp::EventTap::bind(&env("RABBITMQ_URL"), routing_key)
+        .await
+        .expect("bind an event tap on RabbitMQ")
+}
+
 struct TestApp {
     base: String,
     http: reqwest::Client,
@@ -139,6 +146,17 @@ impl TestApp {
     async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::GET, path, Some(token), None, None)
             .await
+    }
+
+    /// The refunds recorded for a transaction (inside its document).
+    async fn refunds_of(&self, transaction_id: &str) -> usize {
+        self.db
+            .collection::<Document>("transactions")
+            .find_one(doc! { "_id": transaction_id })
+            .await
+            .unwrap()
+            .and_then(|t| t.get_array("refunds").ok().map(Vec::len))
+            .unwrap_or(0)
     }
 
     async fn count(&self, coll: &str, filter: Document) -> u64 {
@@ -411,7 +429,7 @@ async fn invalid_input_and_auth_errors() {
         let (s, _) = app.refund(who, json!({"transaction_id": id})).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
     }
-    assert_eq!(app.count("refunds", doc! {}).await, 0, "nothing refunded");
+    assert_eq!(app.refunds_of(id).await, 0, "nothing refunded");
     app.cleanup().await;
 }
 
@@ -482,6 +500,7 @@ async fn fifty_concurrent_identical_payments_give_one_transaction() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
     let token = TestApp::booking_service();
+    let mut tap = tap("payment.*").await;
     let results = futures::future::join_all((0..50).map(|_| {
         let (app, token) = (&app, &token);
         let body = payment(&booking, &user, Some("4111111111111111"));
@@ -503,10 +522,12 @@ async fn fifty_concurrent_identical_payments_give_one_transaction() {
         1
     );
     assert_eq!(
-        app.count("outbox", doc! {}).await,
-        1,
+        tap.types_where("booking_id", &booking, Duration::from_secs(2))
+            .await,
+        ["payment.success"],
         "one event for one payment"
     );
+    tap.close().await;
     app.cleanup().await;
 }
 
@@ -515,6 +536,7 @@ async fn refunds_are_idempotent_and_bounded() {
     let app = TestApp::spawn().await;
     let (booking, user) = ids();
     let token = TestApp::booking_service();
+    let mut tap = tap("payment.*").await;
     let (_, tx) = app.pay(&token, payment(&booking, &user, None)).await;
     let id = tx["transaction_id"].as_str().unwrap().to_owned();
 
@@ -532,7 +554,14 @@ async fn refunds_are_idempotent_and_bounded() {
     let (s, second) = app.refund(&token, json!({"transaction_id": id})).await;
     assert_eq!(s, StatusCode::OK, "{second}");
     assert_eq!(second["refund_id"], first["refund_id"]);
-    assert_eq!(app.count("refunds", doc! {"transaction_id": &id}).await, 1);
+    assert_eq!(app.refunds_of(&id).await, 1);
+    assert_eq!(
+        tap.types_where("booking_id", &booking, Duration::from_secs(2))
+            .await,
+        ["payment.success", "payment.refund"],
+        "the payment and its one refund were published"
+    );
+    tap.close().await;
     let (_, read) = app.get(&format!("/payments/{id}"), &token).await;
     assert_eq!(read["refunded_amount"], 25.5);
     assert_eq!(read["refund_status"], "REFUNDED");
@@ -591,7 +620,50 @@ async fn refunds_are_idempotent_and_bounded() {
         "{results:?}"
     );
     assert!(results.iter().all(|(s, _)| s.is_success()), "{results:?}");
-    assert_eq!(app.count("refunds", doc! {"transaction_id": &rid}).await, 1);
+    assert_eq!(app.refunds_of(&rid).await, 1);
+    app.cleanup().await;
+}
+
+/// What the version before embedded refunds left behind: a refund in the `refunds` collection,
+/// its amount in the transaction. Its key still replays, and a refund of the rest is bounded
+/// by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refunds_recorded_by_the_previous_version_still_count() {
+    let app = TestApp::spawn().await;
+    let (booking, user) = ids();
+    let token = TestApp::booking_service();
+    let (_, tx) = app.pay(&token, payment(&booking, &user, None)).await;
+    let id = tx["transaction_id"].as_str().unwrap().to_owned();
+    let now = mongodb::bson::DateTime::now();
+    app.db
+        .collection::<Document>("refunds")
+        .insert_one(doc! {
+            "_id": "legacy-refund", "transaction_id": &id, "idempotency_key": "amount:1000",
+            "fingerprint": "amount:1000", "booking_id": &booking, "user_id": &user,
+            "amount_cents": 1000_i64, "currency": "USD", "status": "REFUNDED", "created_at": now,
+        })
+        .await
+        .unwrap();
+    app.db
+        .collection::<Document>("transactions")
+        .update_one(
+            doc! { "_id": &id },
+            doc! { "$set": { "refunded_cents": 1000_i64 } },
+        )
+        .await
+        .unwrap();
+
+    let (s, replay) = app
+        .refund(&token, json!({"transaction_id": id, "amount": 10}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{replay}");
+    assert_eq!(replay["refund_id"], "legacy-refund");
+    let (s, rest) = app.refund(&token, json!({"transaction_id": id})).await;
+    assert_eq!(s, StatusCode::CREATED, "{rest}");
+    assert_eq!(rest["amount"], 15.5, "the rest, not the whole amount");
+    let (_, read) = app.get(&format!("/payments/{id}"), &token).await;
+    assert_eq!(read["refunded_amount"], 25.5);
+    assert_eq!(read["refund_status"], "REFUNDED");
     app.cleanup().await;
 }
 

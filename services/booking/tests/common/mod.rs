@@ -567,89 +567,11 @@ pub fn code(body: &Value) -> String {
         .to_owned()
 }
 
-/// A queue of the test's own bound to the events exchange: what the booking service really
-/// published (the relay removes an event from its booking once the broker confirmed it, so
-/// the database no longer shows it).
-pub struct EventTap {
-    conn: lapin::Connection,
-    consumer: lapin::Consumer,
-}
-
-impl EventTap {
-    /// Starts listening for events of `routing_key` (e.g. `booking.expired`, `booking.*`).
-    pub async fn new(routing_key: &str) -> Self {
-        use lapin::{
-            options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-            types::FieldTable,
-        };
-        let conn = moviebook_common::amqp::connect(&env("RABBITMQ_URL"), "booking-test-tap")
-            .await
-            .expect("connect to RabbitMQ");
-        let channel = conn.create_channel().await.expect("channel");
-        moviebook_common::amqp::declare_topology(&channel)
-            .await
-            .expect("topology");
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        let name = queue.name().clone();
-        channel
-            .queue_bind(
-                name.clone(),
-                moviebook_common::events::EXCHANGE.into(),
-                routing_key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        let consumer = channel
-            .basic_consume(
-                name,
-                "booking-test-tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        Self { conn, consumer }
-    }
-
-    /// The event types published for `booking_id` within `within` (other tests share the
-    /// broker: their events are skipped).
-    pub async fn types_for(&mut self, booking_id: &str, within: Duration) -> Vec<String> {
-        use futures::StreamExt;
-        let mut types = vec![];
-        let end = tokio::time::Instant::now() + within;
-        while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(end, self.consumer.next()).await
-        {
-            let Ok(event) = serde_json::from_slice::<Value>(&delivery.data) else {
-                continue;
-            };
-            if event["data"]["booking_id"] == booking_id
-                && let Some(t) = event["event_type"].as_str()
-            {
-                types.push(t.to_owned());
-            }
-        }
-        types
-    }
-
-    pub async fn close(self) {
-        let _ = self.conn.close(200, "test done".into()).await;
-    }
+/// What the booking service really published (see [`moviebook_common::amqp::EventTap`]).
+pub async fn event_tap(routing_key: &str) -> moviebook_common::amqp::EventTap {
+    moviebook_common::amqp::EventTap::bind(&env("RABBITMQ_URL"), routing_key)
+        .await
+        .expect("bind an event tap on RabbitMQ")
 }
 
 /// Bookings whose events the relay has not published yet.
