@@ -22,9 +22,14 @@
 //!   [`Outbox::add_to_update`]), so a state change and its event are *one* single-document
 //!   write, atomic without a transaction. The relay leases whole aggregates that have pending
 //!   events (`outbox_since` set, a sparse index), publishes their events in array order, then
-//!   `$pull`s the confirmed ones and clears the markers of an aggregate whose array is empty
-//!   (conditionally, so an event pushed meanwhile stays). A relay that dies between the pull
-//!   and the clear leaves an empty array under a marker: the next relay clears it.
+//!   `$pull`s the confirmed ones while freeing the lease, and clears the markers of an
+//!   aggregate whose array is empty (conditionally, so an event pushed meanwhile stays). A relay
+//!   that dies between the pull and the clear leaves an empty array under a marker: the next
+//!   relay clears it.
+//!
+//! A round costs four store operations in the usual case, whatever the batch size: read the
+//! candidates with their events, lease them, and (after the broker's confirms) two updates to
+//! settle; every one of them selects by `_id` or by the pending marker's index.
 
 use std::{
     sync::{
@@ -255,6 +260,9 @@ pub struct RelayConfig {
     pub lease: Duration,
     /// Poll interval when idle and not woken.
     pub idle_poll: Duration,
+    /// How long a woken relay waits before leasing, so that the events written meanwhile go in
+    /// the same round: a round costs the same few store operations for one event or a hundred.
+    pub gather: Duration,
     /// Backoff bounds while the broker or the database is unavailable.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -266,6 +274,7 @@ impl Default for RelayConfig {
             batch_size: 200,
             lease: Duration::from_secs(30),
             idle_poll: Duration::from_millis(250),
+            gather: Duration::from_millis(5),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
         }
@@ -381,7 +390,11 @@ impl OutboxRelay {
                 // Idle: wait for a wake-up from this process, the poll interval, or shutdown.
                 let mut sd = shutdown.clone();
                 tokio::select! {
-                    () = self.outbox.wake.notified() => {}
+                    () = self.outbox.wake.notified() => {
+                        if self.pause(self.config.gather, &shutdown).await {
+                            break;
+                        }
+                    }
                     () = tokio::time::sleep(self.config.idle_poll) => {}
                     _ = sd.changed() => {}
                 }
@@ -435,76 +448,81 @@ impl OutboxRelay {
     /// Leases up to `batch_size` pending events (embedded: aggregates) whose lease is free;
     /// `None` when there are none.
     async fn lease_batch(&self) -> Result<Option<Batch>, OutboxError> {
-        if self.outbox.layout == Layout::Embedded {
-            return self.lease_aggregates().await;
-        }
-        let coll = &self.outbox.coll;
         let now = DateTime::now();
-        let free = doc! { "published_at": Bson::Null, "lease_until": { "$lte": now } };
-        let candidates: Vec<Document> = coll
-            .find(free.clone())
-            .sort(doc! { "created_at": 1 })
-            .limit(self.config.batch_size)
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        if candidates.is_empty() {
-            return Ok(None);
+        match self.outbox.layout {
+            Layout::Collection => {
+                let free = doc! { "published_at": Bson::Null, "lease_until": { "$lte": now } };
+                let leased = self
+                    .lease(
+                        free,
+                        "created_at",
+                        ("lease_owner", "lease_until"),
+                        doc! { "event_type": 1, "payload": 1 },
+                    )
+                    .await?;
+                Ok(leased.and_then(|(token, docs)| {
+                    let events: Vec<Leased> = docs
+                        .iter()
+                        .filter_map(|d| {
+                            Some(Leased {
+                                id: d.get_str("_id").ok()?.to_owned(),
+                                event_type: d.get_str("event_type").ok()?.to_owned(),
+                                payload: d.get_str("payload").ok()?.to_owned(),
+                            })
+                        })
+                        .collect();
+                    (!events.is_empty()).then_some(Batch {
+                        token,
+                        aggregates: vec![],
+                        events,
+                    })
+                }))
+            }
+            Layout::Embedded => {
+                use embedded::*;
+                let free = doc! {
+                    SINCE: { "$exists": true },
+                    "$or": [ { LEASE_UNTIL: { "$exists": false } }, { LEASE_UNTIL: { "$lte": now } } ],
+                };
+                let leased = self
+                    .lease(free, SINCE, (LEASE_OWNER, LEASE_UNTIL), doc! { EVENTS: 1 })
+                    .await?;
+                // Returned even without events: an empty array under a marker (a relay died
+                // between its pull and its clear) is cleared by settling.
+                Ok(leased.map(|(token, docs)| Batch {
+                    token,
+                    events: docs.iter().flat_map(embedded_events).collect(),
+                    aggregates: docs
+                        .into_iter()
+                        .filter_map(|d| d.get("_id").cloned())
+                        .collect(),
+                }))
+            }
         }
-        let ids: Vec<Bson> = candidates
-            .into_iter()
-            .filter_map(|d| d.get("_id").cloned())
-            .collect();
-        let token = uuid::Uuid::new_v4().to_string();
-        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(30_000);
-        let until = DateTime::from_millis(now.timestamp_millis() + lease_ms);
-        let mut filter = free;
-        filter.insert("_id", doc! { "$in": ids });
-        // The filter re-checks that each lease is still free, so of two racing relays each event
-        // goes to exactly one of them.
-        coll.update_many(
-            filter,
-            doc! { "$set": { "lease_owner": &token, "lease_until": until } },
-        )
-        .await?;
-        let leased: Vec<Document> = coll
-            .find(doc! { "lease_owner": &token, "published_at": Bson::Null })
-            .sort(doc! { "created_at": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        let batch: Vec<Leased> = leased
-            .into_iter()
-            .filter_map(|d| {
-                Some(Leased {
-                    id: d.get_str("_id").ok()?.to_owned(),
-                    event_type: d.get_str("event_type").ok()?.to_owned(),
-                    payload: d.get_str("payload").ok()?.to_owned(),
-                })
-            })
-            .collect();
-        Ok((!batch.is_empty()).then_some(Batch {
-            token,
-            aggregates: vec![],
-            events: batch,
-        }))
     }
 
-    /// [`Self::lease_batch`] for events inside their aggregates.
-    async fn lease_aggregates(&self) -> Result<Option<Batch>, OutboxError> {
-        use embedded::*;
+    /// Takes the lease on up to `batch_size` documents matching `free`, oldest `order` first,
+    /// and answers them (`_id` and `fields`) with the lease's token.
+    ///
+    /// Three round trips at most, two when no other relay raced for the same documents: the
+    /// candidates are read with their content; the lease is one `update_many` whose filter
+    /// re-checks `free`, so of two racing relays each document goes to exactly one; only when
+    /// it took fewer than it read are the leased ones read back, by `_id` (an index, never a
+    /// scan). An event a writer adds between the read and the lease is not in this batch: its
+    /// marker stays, and the next round takes it.
+    async fn lease(
+        &self,
+        free: Document,
+        order: &str,
+        (owner, until): (&str, &str),
+        fields: Document,
+    ) -> Result<Option<(String, Vec<Document>)>, OutboxError> {
         let coll = &self.outbox.coll;
-        let now = DateTime::now();
-        let free = doc! {
-            SINCE: { "$exists": true },
-            "$or": [ { LEASE_UNTIL: { "$exists": false } }, { LEASE_UNTIL: { "$lte": now } } ],
-        };
         let candidates: Vec<Document> = coll
             .find(free.clone())
-            .sort(doc! { SINCE: 1 })
+            .sort(doc! { order: 1 })
             .limit(self.config.batch_size)
-            .projection(doc! { "_id": 1 })
+            .projection(fields.clone())
             .await?
             .try_collect()
             .await?;
@@ -512,41 +530,31 @@ impl OutboxRelay {
             return Ok(None);
         }
         let ids: Vec<Bson> = candidates
-            .into_iter()
+            .iter()
             .filter_map(|d| d.get("_id").cloned())
             .collect();
         let token = uuid::Uuid::new_v4().to_string();
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(30_000);
-        let until = DateTime::from_millis(now.timestamp_millis() + lease_ms);
+        let lease_until = DateTime::from_millis(DateTime::now().timestamp_millis() + lease_ms);
         let mut filter = free;
-        filter.insert("_id", doc! { "$in": ids });
-        coll.update_many(
-            filter,
-            doc! { "$set": { LEASE_OWNER: &token, LEASE_UNTIL: until } },
-        )
-        .await?;
+        filter.insert("_id", doc! { "$in": ids.clone() });
+        let taken = coll
+            .update_many(
+                filter,
+                doc! { "$set": { owner: &token, until: lease_until } },
+            )
+            .await?;
+        if taken.matched_count == candidates.len() as u64 {
+            return Ok(Some((token, candidates)));
+        }
         let leased: Vec<Document> = coll
-            .find(doc! { LEASE_OWNER: &token })
-            .sort(doc! { SINCE: 1 })
-            .projection(doc! { "_id": 1, EVENTS: 1 })
+            .find(doc! { "_id": { "$in": ids }, owner: &token })
+            .sort(doc! { order: 1 })
+            .projection(fields)
             .await?
             .try_collect()
             .await?;
-        if leased.is_empty() {
-            return Ok(None);
-        }
-        let events = leased.iter().flat_map(embedded_events).collect();
-        let aggregates = leased
-            .into_iter()
-            .filter_map(|d| d.get("_id").cloned())
-            .collect();
-        // Returned even without events: an empty array under a marker (a relay died between
-        // its pull and its clear) is cleared by settling.
-        Ok(Some(Batch {
-            token,
-            aggregates,
-            events,
-        }))
+        Ok((!leased.is_empty()).then_some((token, leased)))
     }
 
     /// Publishes a leased batch, waits for every confirm, then marks the acked events published
@@ -657,27 +665,24 @@ impl OutboxRelay {
     ) -> Result<(), OutboxError> {
         use embedded::*;
         let coll = &self.outbox.coll;
-        let ours = doc! { "_id": { "$in": aggregates }, LEASE_OWNER: token };
+        let mut release = doc! {
+            "$unset": { LEASE_OWNER: "" },
+            "$set": { LEASE_UNTIL: DateTime::from_millis(0) },
+        };
         if !acked.is_empty() {
-            coll.update_many(
-                ours.clone(),
-                doc! { "$pull": { EVENTS: { "_id": { "$in": acked } } } },
-            )
-            .await?;
+            release.insert("$pull", doc! { EVENTS: { "_id": { "$in": acked } } });
         }
-        let mut empty = ours.clone();
-        empty.insert(EVENTS, doc! { "$size": 0 });
         coll.update_many(
-            empty,
-            doc! { "$unset": { EVENTS: "", SINCE: "", LEASE_OWNER: "", LEASE_UNTIL: "" } },
+            doc! { "_id": { "$in": aggregates.clone() }, LEASE_OWNER: token },
+            release,
         )
         .await?;
+        // Whoever holds these aggregates now, an empty event array means nothing is pending:
+        // clearing its markers loses nothing, and an event pushed meanwhile keeps them (the
+        // array is then not empty).
         coll.update_many(
-            ours,
-            doc! {
-                "$unset": { LEASE_OWNER: "" },
-                "$set": { LEASE_UNTIL: DateTime::from_millis(0) },
-            },
+            doc! { "_id": { "$in": aggregates }, EVENTS: { "$size": 0 } },
+            doc! { "$unset": { EVENTS: "", SINCE: "", LEASE_OWNER: "", LEASE_UNTIL: "" } },
         )
         .await?;
         Ok(())
