@@ -293,6 +293,16 @@ struct Leased {
     payload: String,
 }
 
+/// Whether [`OutboxRelay::lease`] reads the leased documents back after taking them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reread {
+    /// Only when it took fewer than it read: its filter re-checks each document's whole
+    /// content (one event per document), so a taken document still holds what was read.
+    WhenRaced,
+    /// Every time: a taken document may hold other events than were read.
+    Always,
+}
+
 /// What one lease took: the events to publish, and (embedded) the aggregates that carry them.
 struct Batch {
     token: String,
@@ -452,12 +462,15 @@ impl OutboxRelay {
         match self.outbox.layout {
             Layout::Collection => {
                 let free = doc! { "published_at": Bson::Null, "lease_until": { "$lte": now } };
+                // `free` re-checks `published_at` per event: a candidate another relay
+                // published since it was read no longer matches, so what was read may be used.
                 let leased = self
                     .lease(
                         free,
                         "created_at",
                         ("lease_owner", "lease_until"),
                         doc! { "event_type": 1, "payload": 1 },
+                        Reread::WhenRaced,
                     )
                     .await?;
                 Ok(leased.and_then(|(token, docs)| {
@@ -484,8 +497,17 @@ impl OutboxRelay {
                     SINCE: { "$exists": true },
                     "$or": [ { LEASE_UNTIL: { "$exists": false } }, { LEASE_UNTIL: { "$lte": now } } ],
                 };
+                // `free` cannot tell an aggregate's events apart: another relay may have
+                // published and pulled what was read while a writer added more (the marker
+                // stays), so the leased aggregates are always read back.
                 let leased = self
-                    .lease(free, SINCE, (LEASE_OWNER, LEASE_UNTIL), doc! { EVENTS: 1 })
+                    .lease(
+                        free,
+                        SINCE,
+                        (LEASE_OWNER, LEASE_UNTIL),
+                        doc! { EVENTS: 1 },
+                        Reread::Always,
+                    )
                     .await?;
                 // Returned even without events: an empty array under a marker (a relay died
                 // between its pull and its clear) is cleared by settling.
@@ -504,18 +526,19 @@ impl OutboxRelay {
     /// Takes the lease on up to `batch_size` documents matching `free`, oldest `order` first,
     /// and answers them (`_id` and `fields`) with the lease's token.
     ///
-    /// Three round trips at most, two when no other relay raced for the same documents: the
-    /// candidates are read with their content; the lease is one `update_many` whose filter
-    /// re-checks `free`, so of two racing relays each document goes to exactly one; only when
-    /// it took fewer than it read are the leased ones read back, by `_id` (an index, never a
-    /// scan). An event a writer adds between the read and the lease is not in this batch: its
-    /// marker stays, and the next round takes it.
+    /// Three round trips at most: the candidates are read with their content; the lease is one
+    /// `update_many` whose filter re-checks `free`, so of two racing relays each document goes
+    /// to exactly one; then the leased documents are read back by `_id` (an index, never a
+    /// scan), unless `reread` says the read content is still what was leased (see [`Reread`]).
+    /// An event a writer adds between the read and the lease is not in this batch: its marker
+    /// stays, and the next round takes it.
     async fn lease(
         &self,
         free: Document,
         order: &str,
         (owner, until): (&str, &str),
         fields: Document,
+        reread: Reread,
     ) -> Result<Option<(String, Vec<Document>)>, OutboxError> {
         let coll = &self.outbox.coll;
         let candidates: Vec<Document> = coll
@@ -544,7 +567,10 @@ impl OutboxRelay {
                 doc! { "$set": { owner: &token, until: lease_until } },
             )
             .await?;
-        if taken.matched_count == candidates.len() as u64 {
+        if taken.matched_count == 0 {
+            return Ok(None);
+        }
+        if reread == Reread::WhenRaced && taken.matched_count == candidates.len() as u64 {
             return Ok(Some((token, candidates)));
         }
         let leased: Vec<Document> = coll
