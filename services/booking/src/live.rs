@@ -24,12 +24,8 @@ use std::{
 };
 
 use futures::{StreamExt, stream::BoxStream};
-use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use moviebook_common::{
-    events::{EXCHANGE, EventEnvelope, EventType},
+    events::{EventEnvelope, EventType},
     shutdown::Shutdown,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
@@ -371,41 +367,9 @@ pub async fn run_consumer(feed: Arc<SeatFeed>, rabbitmq_url: String, shutdown: S
 async fn consume(feed: &Arc<SeatFeed>, url: &str, shutdown: &Shutdown) -> lapin::Result<()> {
     let conn = moviebook_common::amqp::connect(url, "booking-service-live").await?;
     let channel = conn.create_channel().await?;
-    moviebook_common::amqp::declare_topology(&channel).await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                durable: false,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let name = queue.name().clone();
-    channel
-        .queue_bind(
-            name.clone(),
-            EXCHANGE.into(),
-            "booking.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            name,
-            "booking-service-live".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer =
+        moviebook_common::amqp::private_queue(&channel, "booking.*", "booking-service-live")
+            .await?;
     tracing::info!("live seat feed: consuming booking.*");
     feed.resync_all();
     loop {

@@ -400,10 +400,12 @@ impl Booker {
     ) -> Result<Booking> {
         let method = domain::validate_payment_method(payment_method)?;
         let details = domain::parse_payment_details(payment_details)?;
-        let booking = self.booking_for(caller, booking_id).await?;
         let Some(key) = key else {
-            return self.pay(booking, method, details).await;
+            return self
+                .pay_own_or_read(caller, booking_id, method, details)
+                .await;
         };
+        let booking = self.booking_for(caller, booking_id).await?;
         let fingerprint = idempotency::payment_fingerprint(&booking.id, &method, details.as_ref());
         let (record, owner) = self
             .keyed(caller, &key, fingerprint, booking.id.clone())
@@ -420,6 +422,34 @@ impl Booker {
             }
         }
         result
+    }
+
+    /// A payment without an idempotency key. The usual case, the caller paying their own
+    /// pending booking, is claimed at once with the ownership check inside the claim (no read
+    /// first); anything else (an admin, a failed payment retried, a booking that is not
+    /// payable or not theirs) reads the booking and takes [`Booker::pay`]'s path, which
+    /// answers why.
+    async fn pay_own_or_read(
+        &self,
+        caller: &Caller,
+        booking_id: &str,
+        method: String,
+        details: Option<serde_json::Value>,
+    ) -> Result<Booking> {
+        let id = parse_id("bookingId", booking_id)?;
+        if !caller.claims.is_admin() {
+            let from = BookingStatus::PendingPayment;
+            let token = self.service_token()?;
+            if let Some(claimed) = self
+                .store
+                .claim_payment_of(&id, from, &caller.claims.sub)
+                .await?
+            {
+                return self.charge(claimed, from, token, method, details).await;
+            }
+        }
+        let booking = self.booking_for(caller, &id).await?;
+        self.pay(booking, method, details).await
     }
 
     async fn pay(
@@ -441,7 +471,19 @@ impl Booker {
         let Some(claimed) = self.store.claim_payment(&booking.id, from).await? else {
             return Err(self.claim_failed(&booking.id).await);
         };
+        self.charge(claimed, from, token, method, details).await
+    }
 
+    /// A claimed booking's payment: charge, then confirm the seats (or refund when they are
+    /// gone), each step leaving a state the sweeper can finish after a crash.
+    async fn charge(
+        &self,
+        claimed: Booking,
+        from: BookingStatus,
+        token: String,
+        method: String,
+        details: Option<serde_json::Value>,
+    ) -> Result<Booking> {
         self.crash_point("pay.after_claim").await;
         let key = payment_idempotency_key(
             &claimed.id,

@@ -380,6 +380,27 @@ impl Store {
     /// PAYING, only while its hold is live. `None` when the booking was not in `from` (someone
     /// else claimed it, or it changed) or the hold has lapsed.
     pub async fn claim_payment(&self, id: &str, from: BookingStatus) -> Result<Option<Booking>> {
+        self.claim(id, from, None).await
+    }
+
+    /// [`Store::claim_payment`] of a booking that belongs to `user_id`: the ownership check of
+    /// a payment in the same write, so paying needs no read first. `None` also when the
+    /// booking is someone else's.
+    pub async fn claim_payment_of(
+        &self,
+        id: &str,
+        from: BookingStatus,
+        user_id: &str,
+    ) -> Result<Option<Booking>> {
+        self.claim(id, from, Some(user_id)).await
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        from: BookingStatus,
+        user_id: Option<&str>,
+    ) -> Result<Option<Booking>> {
         let now = DateTime::now();
         let mut inc = doc! { "fence": 1 };
         if from == BookingStatus::PaymentFailed {
@@ -396,10 +417,7 @@ impl Store {
         };
         Ok(self
             .bookings
-            .find_one_and_update(
-                doc! { "_id": id, "status": from.as_str(), "hold_expires_at": { "$gt": now } },
-                update,
-            )
+            .find_one_and_update(claim_filter(id, from, user_id, now), update)
             .return_document(ReturnDocument::After)
             .await?)
     }
@@ -646,9 +664,33 @@ fn fence_is(fence: i64) -> Bson {
     }
 }
 
+/// Which booking a payment claim may take: the one named, in `from`, with a live hold, and,
+/// for a caller paying their own booking, theirs.
+fn claim_filter(id: &str, from: BookingStatus, user_id: Option<&str>, now: DateTime) -> Document {
+    let mut filter = doc! { "_id": id, "status": from.as_str(), "hold_expires_at": { "$gt": now } };
+    if let Some(user_id) = user_id {
+        filter.insert("user_id", user_id);
+    }
+    filter
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_for_an_owner_matches_only_their_booking() {
+        let now = DateTime::now();
+        let anyone = claim_filter("b1", BookingStatus::PendingPayment, None, now);
+        assert_eq!(
+            anyone,
+            doc! { "_id": "b1", "status": "PENDING_PAYMENT", "hold_expires_at": { "$gt": now } }
+        );
+        let owner = claim_filter("b1", BookingStatus::PaymentFailed, Some("u"), now);
+        assert_eq!(owner.get_str("user_id"), Ok("u"));
+        assert_eq!(owner.get_str("status"), Ok("PAYMENT_FAILED"));
+        assert_eq!(owner.get_str("_id"), Ok("b1"));
+    }
 
     fn paying() -> Booking {
         let now = DateTime::now();

@@ -376,7 +376,16 @@ async fn a_pending_booking_cancelled_releases_its_seats() {
         )
         .await;
     assert_eq!(code(&body), "SEATS_UNAVAILABLE", "{body}");
-    // Another user can neither read, pay nor cancel it.
+    // Another user can neither pay nor cancel it (the payment's ownership check is inside its
+    // claim: a foreign claim must neither match nor leave the booking PAYING).
+    let (_, body) = stack
+        .gql(
+            Some(&other_token),
+            PAY,
+            json!({"b": booking_id, "m": "credit_card", "d": APPROVE}),
+        )
+        .await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
     let (_, body) = stack
         .gql(Some(&other_token), CANCEL, json!({"b": booking_id}))
         .await;

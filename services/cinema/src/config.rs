@@ -31,7 +31,13 @@ pub struct Config {
     pub jwt_issuer: String,
     /// How often the sweeper frees expired holds (`SWEEP_INTERVAL_SECONDS`, default 5).
     pub sweep_interval: Duration,
+    /// How old CheckSeatAvailability's copy of a seat board may be (`SEAT_CACHE_MS`, default
+    /// 200; 0 reads PostgreSQL on every call). See [`crate::availability`].
+    pub seat_cache_ttl: Duration,
 }
+
+/// [`Config::seat_cache_ttl`] by default, in milliseconds.
+pub const SEAT_CACHE_MS: u64 = 200;
 
 impl Config {
     /// Reads the environment; a malformed value names its variable.
@@ -69,6 +75,7 @@ impl Config {
             jwt_secret: config::jwt_secret()?,
             jwt_issuer: config::string_or("JWT_ISSUER", defaults::JWT_ISSUER),
             sweep_interval,
+            seat_cache_ttl: Duration::from_millis(config::var_or("SEAT_CACHE_MS", SEAT_CACHE_MS)?),
         })
     }
 
@@ -84,6 +91,7 @@ impl Config {
             jwt_secret: defaults::JWT_SECRET.to_owned(),
             jwt_issuer: defaults::JWT_ISSUER.to_owned(),
             sweep_interval: Duration::from_secs(1),
+            seat_cache_ttl: Duration::from_millis(SEAT_CACHE_MS),
         }
     }
 }

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    availability::{LiveSeat, Lookup, SeatBoards, live},
     domain::{self, cents_to_price},
     error::Error,
     store::{self, HoldChange, LockOutcome},
@@ -27,11 +28,68 @@ use crate::{
 #[derive(Clone)]
 pub struct Grpc {
     pool: PgPool,
+    /// What CheckSeatAvailability answers from when it can (see [`crate::availability`]).
+    boards: SeatBoards,
 }
 
 impl Grpc {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, boards: SeatBoards) -> Self {
+        Self { pool, boards }
+    }
+
+    /// CheckSeatAvailability's seats from a fresh board, or `None` (then PostgreSQL is asked,
+    /// and a miss starts loading the board for the next calls).
+    fn seats_from_board(&self, showtime_id: Uuid, seats: &[String]) -> Option<Vec<SeatView>> {
+        match self.boards.lookup(showtime_id) {
+            Lookup::Hit(board) => {
+                let now = Utc::now();
+                let found = board.get(seats)?;
+                Some(
+                    found
+                        .into_iter()
+                        .map(|(number, seat)| SeatView::of_live(number, &live(seat, now)))
+                        .collect(),
+                )
+            }
+            Lookup::Miss { load } => {
+                if let Some(ticket) = load {
+                    tokio::spawn(
+                        self.boards
+                            .clone()
+                            .load(self.pool.clone(), showtime_id, ticket),
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A seat as CheckSeatAvailability reports it, from a board or from PostgreSQL.
+struct SeatView {
+    seat_number: String,
+    status: String,
+    locked_by: Option<String>,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+impl SeatView {
+    fn of_live(number: &str, seat: &LiveSeat<'_>) -> Self {
+        Self {
+            seat_number: number.to_owned(),
+            status: seat.status.to_owned(),
+            locked_by: seat.locked_by.map(str::to_owned),
+            locked_until: seat.locked_until,
+        }
+    }
+
+    fn of_row(row: store::Seat) -> Self {
+        Self {
+            seat_number: row.seat_number,
+            status: row.status,
+            locked_by: row.booking_id,
+            locked_until: row.locked_until,
+        }
     }
 }
 
@@ -126,21 +184,27 @@ impl CinemaService for Grpc {
         let req = request.into_inner();
         let showtime_id = domain::parse_id("showtime_id", &req.showtime_id)?;
         let seats = domain::seat_list(&req.seat_numbers)?;
-        let rows = store::seats(&self.pool, showtime_id, Some(&seats)).await?;
-        if rows.len() != seats.len() {
-            let found: Vec<String> = rows.iter().map(|r| r.seat_number.clone()).collect();
-            let missing = domain::missing(&seats, &found);
-            return Err(store::explain_missing(&self.pool, showtime_id, &missing)
-                .await
-                .into());
-        }
-        let unavailable: Vec<proto::SeatInfo> = rows
-            .iter()
+        let views = match self.seats_from_board(showtime_id, &seats) {
+            Some(views) => views,
+            None => {
+                let rows = store::seats(&self.pool, showtime_id, Some(&seats)).await?;
+                if rows.len() != seats.len() {
+                    let found: Vec<String> = rows.iter().map(|r| r.seat_number.clone()).collect();
+                    let missing = domain::missing(&seats, &found);
+                    return Err(store::explain_missing(&self.pool, showtime_id, &missing)
+                        .await
+                        .into());
+                }
+                rows.into_iter().map(SeatView::of_row).collect()
+            }
+        };
+        let unavailable: Vec<proto::SeatInfo> = views
+            .into_iter()
             .filter(|r| r.status != "AVAILABLE")
             .map(|r| proto::SeatInfo {
-                seat_number: r.seat_number.clone(),
                 status: seat_status(&r.status) as i32,
-                locked_by: r.booking_id.clone().unwrap_or_default(),
+                seat_number: r.seat_number,
+                locked_by: r.locked_by.unwrap_or_default(),
                 locked_until: r.locked_until.map(|t| t.timestamp()).unwrap_or_default(),
             })
             .collect();
@@ -170,7 +234,10 @@ impl CinemaService for Grpc {
         let seats = domain::seat_list(&req.seat_numbers)?;
         let booking_id = domain::booking_id(&req.booking_id)?;
         let secs = domain::lock_seconds(req.lock_duration_seconds)?;
-        let outcome = store::lock_seats(&self.pool, showtime_id, &seats, &booking_id, secs).await?;
+        let outcome = store::lock_seats(&self.pool, showtime_id, &seats, &booking_id, secs).await;
+        // After the write (whatever its outcome): a board read before it is now old.
+        self.boards.forget_showtime(showtime_id);
+        let outcome = outcome?;
         Ok(Response::new(match outcome {
             LockOutcome::Locked(hold) => {
                 let total: i64 = hold.seats.iter().map(|(_, _, p)| p).sum();
@@ -215,8 +282,9 @@ impl CinemaService for Grpc {
         let req = request.into_inner();
         let lock_id = domain::parse_id("lock_id", &req.lock_id)?;
         let booking_id = domain::booking_id(&req.booking_id)?;
-        let (success, message) = match store::release_lock(&self.pool, lock_id, &booking_id).await?
-        {
+        let released = store::release_lock(&self.pool, lock_id, &booking_id).await;
+        self.boards.forget_booking(&booking_id);
+        let (success, message) = match released? {
             HoldChange::Done(seats) => (true, format!("released {} seats", seats.len())),
             HoldChange::AlreadyDone(_) => (true, "the hold was already released".to_owned()),
             HoldChange::Refused(why) => (false, why),
@@ -235,7 +303,9 @@ impl CinemaService for Grpc {
         let lock_id = domain::parse_id("lock_id", &req.lock_id)?;
         let booking_id = domain::booking_id(&req.booking_id)?;
         let user_id = domain::required_text("user_id", &req.user_id, domain::MAX_BOOKING_ID_LEN)?;
-        let resp = match store::confirm_lock(&self.pool, lock_id, &booking_id, &user_id).await? {
+        let confirmed = store::confirm_lock(&self.pool, lock_id, &booking_id, &user_id).await;
+        self.boards.forget_booking(&booking_id);
+        let resp = match confirmed? {
             HoldChange::Done(seats) => proto::ConfirmSeatBookingResponse {
                 success: true,
                 message: format!("{} seats confirmed", seats.len()),
@@ -387,7 +457,12 @@ impl CinemaService for Grpc {
             "" => None,
             s => Some(domain::parse_id("showtime_id", s)?),
         };
-        let resp = match store::release_booked(&self.pool, &booking_id, showtime_id).await? {
+        let released = store::release_booked(&self.pool, &booking_id, showtime_id).await;
+        self.boards.forget_booking(&booking_id);
+        if let Some(showtime_id) = showtime_id {
+            self.boards.forget_showtime(showtime_id);
+        }
+        let resp = match released? {
             HoldChange::Done(seats) => proto::ReleaseBookedSeatsResponse {
                 success: true,
                 message: format!("{} seats returned to sale", seats.len()),

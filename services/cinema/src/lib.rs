@@ -6,6 +6,7 @@
 //! the real service in-process on ephemeral ports.
 #![forbid(unsafe_code)]
 
+pub mod availability;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -79,8 +80,11 @@ pub async fn run(
     ));
 
     let grpc_service = tonic::service::interceptor::InterceptedService::new(
-        CinemaServiceServer::new(grpc::Grpc::new(pool.clone()))
-            .max_decoding_message_size(1024 * 1024),
+        CinemaServiceServer::new(grpc::Grpc::new(
+            pool.clone(),
+            availability::SeatBoards::new(config.seat_cache_ttl),
+        ))
+        .max_decoding_message_size(1024 * 1024),
         grpc_auth,
     );
     let grpc_addr = grpc.local_addr()?;

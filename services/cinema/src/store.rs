@@ -808,6 +808,41 @@ pub async fn seats(
     Ok(rows)
 }
 
+#[derive(FromRow)]
+struct BoardRow {
+    seat_number: String,
+    status: String,
+    booking_id: Option<String>,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+/// Every seat of a showtime as stored (holds not yet checked against the clock), for the
+/// copy CheckSeatAvailability answers from (see [`crate::availability`]).
+pub async fn seat_board(
+    pool: &PgPool,
+    showtime_id: Uuid,
+) -> Result<Vec<(String, crate::availability::StoredSeat)>> {
+    let rows: Vec<BoardRow> = sqlx::query_as(
+        "SELECT seat_number, status, booking_id, locked_until FROM seats WHERE showtime_id = $1",
+    )
+    .bind(showtime_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.seat_number,
+                crate::availability::StoredSeat {
+                    status: r.status,
+                    booking_id: r.booking_id,
+                    locked_until: r.locked_until,
+                },
+            )
+        })
+        .collect())
+}
+
 /// Why some requested seats matched no row: the showtime is unknown, or the seats are.
 pub async fn explain_missing(pool: &PgPool, showtime_id: Uuid, missing: &[&str]) -> Error {
     match showtime_exists(pool, showtime_id).await {

@@ -905,3 +905,119 @@ async fn only_the_booking_service_may_call_the_grpc_api() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     svc.stop().await;
 }
+
+/// CheckSeatAvailability answers from a short-lived copy of the seat board (see
+/// cinema_service::availability). Two "pods" on one database: `a` keeps copies for 10 min (so
+/// that staleness is visible), `b` keeps none. A stale answer never lets LockSeats take a taken
+/// seat, a pod sees its own writes at once, and another pod's once the copy is old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_availability_copy_never_makes_a_lock_wrong() {
+    use cinema_service::{availability::SeatBoards, grpc::Grpc};
+    use proto::cinema_service_server::CinemaService;
+
+    let svc = Service::start().await;
+    let showtime_id = svc.showtime(2, 5).await;
+    let showtime = showtime_id.to_string();
+    let boards = SeatBoards::new(Duration::from_secs(600));
+    let a = Grpc::new(svc.pool.clone(), boards.clone());
+    let b = Grpc::new(svc.pool.clone(), SeatBoards::new(Duration::ZERO));
+    let short = SeatBoards::new(Duration::from_millis(300));
+    let c = Grpc::new(svc.pool.clone(), short.clone());
+
+    let check = |pod: &Grpc, s: &[&str]| {
+        let pod = pod.clone();
+        let req = proto::CheckSeatAvailabilityRequest {
+            showtime_id: showtime.clone(),
+            seat_numbers: seats(s),
+        };
+        async move {
+            CinemaService::check_seat_availability(&pod, tonic::Request::new(req))
+                .await
+                .expect("check answers")
+                .into_inner()
+        }
+    };
+    let lock = |pod: &Grpc, s: &[&str], booking: &str| {
+        let pod = pod.clone();
+        let req = lock_req(&showtime, s, booking, 60);
+        async move {
+            CinemaService::lock_seats(&pod, tonic::Request::new(req))
+                .await
+                .expect("lock answers")
+                .into_inner()
+        }
+    };
+    let loaded = |boards: &SeatBoards| {
+        let boards = boards.clone();
+        async move {
+            for _ in 0..250 {
+                if boards.holds(showtime_id) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the seat board was never loaded");
+        }
+    };
+
+    // The first check reads PostgreSQL and loads the board for the next ones.
+    assert!(check(&a, &["A1", "A2"]).await.available);
+    loaded(&boards).await;
+    assert!(check(&c, &["A3"]).await.available);
+    loaded(&short).await;
+
+    // Another pod takes A1: `a`'s copy still says free (it is advice, up to its age old)...
+    assert!(lock(&b, &["A1"], "other-booking").await.success);
+    assert!(check(&a, &["A1"]).await.available, "served from the copy");
+    // ...but a lock on `a` is decided in PostgreSQL, and refuses the seat.
+    let refused = lock(&a, &["A1", "A2"], "my-booking").await;
+    assert!(!refused.success, "{refused:?}");
+    assert_eq!(refused.failed_seats, seats(&["A1"]));
+    // That write dropped `a`'s copy: the next check tells the truth.
+    let now = check(&a, &["A1", "A2"]).await;
+    assert!(!now.available, "{now:?}");
+    assert_eq!(now.unavailable_seats.len(), 1, "{now:?}");
+    assert_eq!(now.unavailable_seats[0].seat_number, "A1");
+    assert_eq!(now.unavailable_seats[0].locked_by, "other-booking");
+
+    // A pod sees its own lock at once, from PostgreSQL or from a copy loaded after it.
+    let mine = lock(&a, &["A2"], "my-booking").await;
+    assert!(mine.success, "{mine:?}");
+    let held = check(&a, &["A2"]).await;
+    assert_eq!(held.unavailable_seats.len(), 1, "{held:?}");
+    assert_eq!(held.unavailable_seats[0].locked_by, "my-booking");
+    loaded(&boards).await;
+    let held = check(&a, &["A2"]).await;
+    assert_eq!(held.unavailable_seats.len(), 1, "from the copy: {held:?}");
+    assert!(held.unavailable_seats[0].locked_until > 0);
+    // ...and its own release too (the release names the booking, whose boards are dropped).
+    let released = CinemaService::release_seat_lock(
+        &a,
+        tonic::Request::new(release_req(&mine.lock_id, "my-booking")),
+    )
+    .await
+    .expect("release answers")
+    .into_inner();
+    assert!(released.success, "{released:?}");
+    assert!(check(&a, &["A2"]).await.available);
+
+    // Another pod's write shows once the copy is older than its age: 300 ms for `c`.
+    assert!(lock(&b, &["A3"], "third-booking").await.success);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen = check(&c, &["A3"]).await;
+    assert!(!seen.available, "{seen:?}");
+
+    // Unknown seats are still explained by PostgreSQL while a copy is held.
+    loaded(&boards).await;
+    let unknown = CinemaService::check_seat_availability(
+        &a,
+        tonic::Request::new(proto::CheckSeatAvailabilityRequest {
+            showtime_id: showtime.clone(),
+            seat_numbers: seats(&["Z99"]),
+        }),
+    )
+    .await
+    .expect_err("an unknown seat is refused");
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+    svc.stop().await;
+}

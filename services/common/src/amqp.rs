@@ -143,6 +143,54 @@ pub async fn declare_consumer_queue(
     Ok(())
 }
 
+/// A consumer of the events of `routing_key` on a queue of this connection alone: exclusive,
+/// auto-deleted, not durable, and consumed without acknowledgements, so nothing accumulates
+/// for a process that is gone and nothing is redelivered to anyone else. For watchers that
+/// only want what happens from now on (the live seat map, tests); workers that must not miss
+/// an event use durable queues instead. Declares the topology first.
+pub async fn private_queue(
+    channel: &lapin::Channel,
+    routing_key: &str,
+    consumer_tag: &str,
+) -> lapin::Result<lapin::Consumer> {
+    use lapin::options::BasicConsumeOptions;
+    declare_topology(channel).await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                durable: false,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let name = queue.name().clone();
+    channel
+        .queue_bind(
+            name.clone(),
+            EXCHANGE.into(),
+            ShortString::from(routing_key.to_owned()),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_consume(
+            name,
+            ShortString::from(consumer_tag.to_owned()),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// A private, exclusive queue bound to the events exchange: what the services really published,
 /// seen from the broker's side. Tests use it as their oracle for events (the relays remove an
 /// event from its aggregate once the broker confirmed it, so the database no longer shows it),
@@ -156,42 +204,9 @@ impl EventTap {
     /// Starts receiving the events of `routing_key` (e.g. `booking.*`, `payment.success`);
     /// events published before this returns are not seen.
     pub async fn bind(url: &str, routing_key: &str) -> lapin::Result<Self> {
-        use lapin::options::BasicConsumeOptions;
         let conn = connect(url, "moviebook-event-tap").await?;
         let channel = conn.create_channel().await?;
-        declare_topology(&channel).await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let name = queue.name().clone();
-        channel
-            .queue_bind(
-                name.clone(),
-                EXCHANGE.into(),
-                ShortString::from(routing_key.to_owned()),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                name,
-                "moviebook-event-tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = private_queue(&channel, routing_key, "moviebook-event-tap").await?;
         Ok(Self { conn, consumer })
     }
 

@@ -16,6 +16,11 @@
 //!
 //! Verification answers a distinct [`AuthError`] for each way a token can be wrong, so clients
 //! and logs can tell an expired session from a forged token.
+//!
+//! Checking an ES256 signature costs a few hundred microseconds, more than the rest of a
+//! booking request in the booking service, and a client sends the same token with every
+//! request of its session. So [`JwtKeys::verify`] remembers the tokens it has verified (see
+//! [`VerifiedTokens`]): a repeated token costs one SHA-256 and a map lookup.
 
 use std::{sync::Arc, time::Duration};
 
@@ -161,6 +166,62 @@ struct UserKey {
     decoding: DecodingKey,
 }
 
+/// How long a verified token is remembered at most. Its own `exp` bounds it too; this bound
+/// only keeps the memory of tokens nobody sends any more short.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// How many verified tokens are remembered: ~200 bytes each, so at most a few MB.
+const VERIFIED_CAPACITY: u64 = 20_000;
+/// Seconds of clock skew accepted on `exp`, as by [`validation`].
+const LEEWAY_SECS: i64 = 5;
+
+/// Tokens this process has verified, by the SHA-256 of the token, with their claims.
+///
+/// Whether a token verifies depends only on the token, the keys and the clock (there is no
+/// revocation list), so remembering a success changes no answer as long as its expiry is
+/// checked again on every hit, which [`VerifiedTokens::get`] does. Only successes are stored:
+/// a forged, expired or foreign token always takes the full check, and cannot push anything
+/// in. The key is a digest, so the map holds no bearer token an attacker could read from a
+/// memory dump, and comparing keys reveals nothing about the tokens by its timing. The cache
+/// belongs to one set of keys (clones of a [`JwtKeys`] share it; keys are never changed after
+/// they are built), so a rotation, which builds new keys, starts empty.
+#[derive(Clone)]
+struct VerifiedTokens(moka::sync::Cache<[u8; 32], Arc<Claims>>);
+
+impl VerifiedTokens {
+    fn new() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+        )
+    }
+
+    fn digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The claims of a token verified before, if it has not expired since.
+    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Claims> {
+        let claims = self.0.get(digest)?;
+        if still_valid(claims.exp, now) {
+            return Some(Claims::clone(&claims));
+        }
+        self.0.invalidate(digest);
+        None
+    }
+
+    fn insert(&self, digest: [u8; 32], claims: &Claims) {
+        self.0.insert(digest, Arc::new(claims.clone()));
+    }
+}
+
+/// Whether a token expiring at `exp` is still accepted at `now` (jsonwebtoken's rule: expired
+/// once `exp` is more than the leeway in the past).
+fn still_valid(exp: i64, now: i64) -> bool {
+    exp >= now.saturating_sub(LEEWAY_SECS)
+}
+
 /// Signing and verification keys with the issuer and token lifetime.
 #[derive(Clone)]
 pub struct JwtKeys {
@@ -172,6 +233,7 @@ pub struct JwtKeys {
     user_verifying: Vec<UserKey>,
     issuer: String,
     ttl: Duration,
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -273,7 +335,7 @@ fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    validation.leeway = 5;
+    validation.leeway = LEEWAY_SECS.unsigned_abs();
     validation
 }
 
@@ -313,6 +375,7 @@ impl JwtKeys {
             user_verifying: Vec::new(),
             issuer: issuer.to_owned(),
             ttl,
+            verified: VerifiedTokens::new(),
         }
     }
 
@@ -457,7 +520,22 @@ impl JwtKeys {
 
     /// Verifies algorithm, signature, issuer, audience, expiry and the token's kind: an ES256
     /// user token (never with the `service` role) or an HS256 service token (always with it).
+    ///
+    /// A token this process verified before answers from memory, its expiry checked again
+    /// (see [`VerifiedTokens`]); the answer is the same as [`JwtKeys::verify_uncached`]'s.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let digest = VerifiedTokens::digest(token);
+        if let Some(claims) = self.verified.get(&digest, chrono::Utc::now().timestamp()) {
+            return Ok(claims);
+        }
+        let claims = self.verify_uncached(token)?;
+        self.verified.insert(digest, &claims);
+        Ok(claims)
+    }
+
+    /// [`JwtKeys::verify`] without the memory of verified tokens: every call checks the
+    /// signature (benchmarks measure it with this).
+    pub fn verify_uncached(&self, token: &str) -> Result<Claims, AuthError> {
         // Check the algorithm ourselves first: `alg: none` and RS tokens must say so instead
         // of surfacing as a generic decoding error.
         let header = raw_header(token)?;
@@ -603,6 +681,87 @@ mod tests {
         parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&forged).unwrap());
         assert_eq!(k.verify(&parts.join(".")), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let k = keys();
+        let token = k.issue("user-1", None, &[]).unwrap();
+        let first = k.verify(&token).unwrap();
+        let digest = VerifiedTokens::digest(&token);
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(k.verified.get(&digest, now), Some(first.clone()));
+        assert_eq!(k.verify(&token), Ok(first.clone()));
+        // Within the leeway it is still accepted, past it no longer, and the entry is gone.
+        assert!(k.verified.get(&digest, first.exp + LEEWAY_SECS).is_some());
+        assert_eq!(k.verified.get(&digest, first.exp + LEEWAY_SECS + 1), None);
+        assert_eq!(k.verified.get(&digest, now), None);
+    }
+
+    #[test]
+    fn still_valid_agrees_with_the_full_check_at_the_leeway() {
+        let k = keys();
+        let now = chrono::Utc::now().timestamp();
+        for offset in [
+            -(LEEWAY_SECS + 60),
+            -(LEEWAY_SECS + 2),
+            -(LEEWAY_SECS - 2),
+            60,
+        ] {
+            let mut c = claims(0, "moviebook");
+            c.exp = now + offset;
+            let token = k.sign(&c).unwrap();
+            assert_eq!(
+                k.verify_uncached(&token).is_ok(),
+                still_valid(c.exp, now),
+                "exp = now {offset:+}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_tokens_are_never_remembered() {
+        let k = keys();
+        let now = chrono::Utc::now().timestamp();
+        let other = JwtKeys::new(
+            "another-secret-another-secret-xx",
+            "moviebook",
+            Duration::from_secs(60),
+        );
+        let forged = other.issue("user-1", None, &["admin".into()]).unwrap();
+        let expired = k.sign(&claims(-120, "moviebook")).unwrap();
+        for (token, error) in [
+            (forged, AuthError::BadSignature),
+            (expired, AuthError::Expired),
+        ] {
+            for _ in 0..2 {
+                assert_eq!(k.verify(&token), Err(error.clone()));
+            }
+            assert_eq!(k.verified.get(&VerifiedTokens::digest(&token), now), None);
+        }
+    }
+
+    #[test]
+    fn remembered_tokens_belong_to_their_keys() {
+        let ours = keys();
+        let token = ours.issue("user-1", None, &[]).unwrap();
+        assert!(ours.verify(&token).is_ok());
+        // Keys built after a rotation that dropped our key refuse the token at once.
+        let rotated = JwtKeys::new(
+            "another-secret-another-secret-xx",
+            "moviebook",
+            Duration::from_secs(60),
+        );
+        assert_eq!(rotated.verify(&token), Err(AuthError::BadSignature));
+        // A clone shares the memory.
+        let clone = ours.clone();
+        let digest = VerifiedTokens::digest(&token);
+        assert!(
+            clone
+                .verified
+                .get(&digest, chrono::Utc::now().timestamp())
+                .is_some()
+        );
     }
 
     #[test]

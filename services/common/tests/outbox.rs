@@ -343,6 +343,21 @@ async fn relay_delivers_every_event_across_a_broker_outage() {
     db.drop().await.unwrap();
 }
 
+/// `n` relays of `outbox` (replicas of one service), named `<name>-<i>`, until `stop`.
+fn spawn_relays(
+    outbox: &Outbox,
+    n: usize,
+    name: &str,
+    stop: &shutdown::Shutdown,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|i| {
+            let relay = outbox.relay(&env("RABBITMQ_URL"), &format!("{name}-{i}"), relay_config());
+            tokio::spawn(relay.run(stop.clone()))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_on_one_outbox_publish_each_event_once() {
     let _shared = BROKER.read().await;
@@ -351,16 +366,7 @@ async fn two_relays_on_one_outbox_publish_each_event_once() {
     let (_conn, _ch, queue_name) = queue("replicas").await;
 
     let (stop_tx, stop_rx) = shutdown::channel();
-    let tasks: Vec<_> = (0..2)
-        .map(|i| {
-            let relay = outbox.relay(
-                &env("RABBITMQ_URL"),
-                &format!("outbox-test-{i}"),
-                relay_config(),
-            );
-            tokio::spawn(relay.run(stop_rx.clone()))
-        })
-        .collect();
+    let tasks = spawn_relays(&outbox, 2, "outbox-test", &stop_rx);
 
     let tag = uuid::Uuid::new_v4().to_string();
     let ids: HashSet<String> = write_events(&db, &outbox, 300, 10, &tag)
@@ -406,16 +412,7 @@ async fn two_relays_on_embedded_events_publish_each_once_and_settle_every_aggreg
     let (_conn, _ch, queue_name) = queue("embedded").await;
 
     let (stop_tx, stop_rx) = shutdown::channel();
-    let tasks: Vec<_> = (0..2)
-        .map(|i| {
-            let relay = outbox.relay(
-                &env("RABBITMQ_URL"),
-                &format!("outbox-embedded-{i}"),
-                relay_config(),
-            );
-            tokio::spawn(relay.run(stop_rx.clone()))
-        })
-        .collect();
+    let tasks = spawn_relays(&outbox, 2, "outbox-embedded", &stop_rx);
 
     let tag = uuid::Uuid::new_v4().to_string();
     let mut ids = HashSet::new();

@@ -118,8 +118,9 @@ pub enum StoreError {
     Conflict,
     #[error("mongodb: {0}")]
     Mongo(MongoError),
-    #[error("outbox: {0}")]
-    Outbox(String),
+    /// A document or event could not be encoded (a bug, never the caller's input).
+    #[error("cannot encode: {0}")]
+    Serialize(String),
 }
 
 impl From<MongoError> for StoreError {
@@ -132,7 +133,7 @@ impl From<OutboxError> for StoreError {
     fn from(e: OutboxError) -> Self {
         match e {
             OutboxError::Mongo(m) => classify(m),
-            OutboxError::Serialize(s) => StoreError::Outbox(s.to_string()),
+            OutboxError::Serialize(s) => StoreError::Serialize(s.to_string()),
         }
     }
 }
@@ -279,7 +280,8 @@ impl Store {
         tx: &TransactionDoc,
         event: &EventEnvelope,
     ) -> Result<(), StoreError> {
-        let mut document = bson::to_document(tx).map_err(|e| StoreError::Outbox(e.to_string()))?;
+        let mut document =
+            bson::to_document(tx).map_err(|e| StoreError::Serialize(e.to_string()))?;
         Outbox::add_to_new(&mut document, event)?;
         match self.documents.insert_one(document).await {
             Ok(_) => {
@@ -380,7 +382,7 @@ fn refund_update(
         amount_cents: Some(refund.amount_cents),
     };
     let to_bson =
-        |v: Result<Bson, bson::ser::Error>| v.map_err(|e| StoreError::Outbox(e.to_string()));
+        |v: Result<Bson, bson::ser::Error>| v.map_err(|e| StoreError::Serialize(e.to_string()));
     let mut update = doc! {
         "$inc": { "refunded_cents": refund.amount_cents },
         "$push": {

@@ -11,7 +11,9 @@
 //! Prints requests/s and p50/p99 per phase and the machine. Knobs: `BENCH_SECONDS` (per
 //! phase, default 10), `BENCH_CONCURRENCY` (in-flight requests, default 24),
 //! `BENCH_CONNECTIONS` (HTTP/2 connections, default 4), `DB_MAX_CONNECTIONS` (the service's
-//! pool, default 16: on 2 cores more PostgreSQL backends only add context switches).
+//! pool, default 16: on 2 cores more PostgreSQL backends only add context switches),
+//! `SEAT_CACHE_MS` (the age of CheckSeatAvailability's seat-board copy, as in the service;
+//! 0 measures every check against PostgreSQL).
 
 use std::{
     sync::{
@@ -325,6 +327,18 @@ async fn main() -> anyhow::Result<()> {
     let _ = BENCH_DB.set(db.url.rsplit('/').next().unwrap_or_default().to_owned());
     let mut config = Config::for_database(&db.url);
     config.db_max_connections = env_or("DB_MAX_CONNECTIONS", 16)?.max(1);
+    config.seat_cache_ttl = Duration::from_millis(env_or(
+        "SEAT_CACHE_MS",
+        cinema_service::config::SEAT_CACHE_MS,
+    )?);
+    println!(
+        "CheckSeatAvailability's seat-board copy: {} (SEAT_CACHE_MS)",
+        if config.seat_cache_ttl.is_zero() {
+            "off".to_owned()
+        } else {
+            format!("up to {} ms old", config.seat_cache_ttl.as_millis())
+        }
+    );
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let grpc_url = format!("http://{}", grpc.local_addr()?);

@@ -29,48 +29,131 @@ pub struct Service {
     pub db: TestDb,
 }
 
+/// A running service: its URLs and the means to stop it.
+struct Running {
+    http: String,
+    grpc_url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the service with `config` on ephemeral ports; returns once it answers `/ready`.
+async fn spawn(config: Config) -> Running {
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_url = format!("http://{}", http.local_addr().unwrap());
+    let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(cinema_service::run(config, http, grpc, async move {
+        let _ = rx.await;
+    }));
+    // Wait until the HTTP side answers.
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client
+            .get(format!("{http_url}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Running {
+        http: http_url,
+        grpc_url,
+        stop: tx,
+        task,
+    }
+}
+
+async fn connect(grpc_url: &str) -> Channel {
+    Channel::from_shared(grpc_url.to_owned())
+        .expect("gRPC URL")
+        .connect()
+        .await
+        .expect("connect gRPC")
+}
+
+async fn stop(
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("service stops within 15 s")
+        .expect("service task did not panic");
+    result.expect("service ran without error");
+}
+
+/// Another replica of a [`Service`] on the same database (a second pod).
+pub struct Replica {
+    grpc_url: String,
+    keys: std::sync::Arc<JwtKeys>,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+}
+
+impl Replica {
+    /// A client that calls as the booking service.
+    pub async fn client(&self) -> Client {
+        CinemaServiceClient::with_interceptor(
+            connect(&self.grpc_url).await,
+            ServiceBearer::new(self.keys.clone(), BOOKING_SERVICE),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            stop(tx, task).await;
+        }
+    }
+}
+
 impl Service {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Service::start`] with `tweak` applied to the configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::create(&TestDb::base_url_from_env(), "moviebook_cinema_test")
             .await
             .expect("create the test database");
         let mut config = Config::for_database(&db.url);
         config.sweep_interval = Duration::from_secs(1);
+        tweak(&mut config);
         let keys = std::sync::Arc::new(JwtKeys::new(
             &config.jwt_secret,
             &config.jwt_issuer,
             Duration::from_secs(3600),
         ));
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http_url = format!("http://{}", http.local_addr().unwrap());
-        let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(cinema_service::run(config, http, grpc, async move {
-            let _ = rx.await;
-        }));
+        let running = spawn(config).await;
         let pool = store::pool(&db.url, 4, Duration::from_secs(10)).unwrap();
-        // Wait until the HTTP side answers.
-        let client = reqwest::Client::new();
-        for _ in 0..100 {
-            if client
-                .get(format!("{http_url}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Self {
-            http: http_url,
-            grpc_url,
+            http: running.http,
+            grpc_url: running.grpc_url,
             pool,
             keys,
-            stop: Some(tx),
-            task: Some(task),
+            stop: Some(running.stop),
+            task: Some(running.task),
             db,
+        }
+    }
+
+    /// A second replica on this service's database, its configuration tweaked.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> Replica {
+        let mut config = Config::for_database(&self.db.url);
+        tweak(&mut config);
+        let running = spawn(config).await;
+        Replica {
+            grpc_url: running.grpc_url,
+            keys: self.keys.clone(),
+            running: Some((running.stop, running.task)),
         }
     }
 
@@ -88,24 +171,13 @@ impl Service {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.grpc_url.clone())
-            .expect("gRPC URL")
-            .connect()
-            .await
-            .expect("connect gRPC")
+        connect(&self.grpc_url).await
     }
 
     /// Stops the service and checks it shut down cleanly.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("service stops within 15 s")
-                .expect("service task did not panic");
-            result.expect("service ran without error");
+        if let (Some(tx), Some(task)) = (self.stop.take(), self.task.take()) {
+            stop(tx, task).await;
         }
         self.pool.close().await;
     }
