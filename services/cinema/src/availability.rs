@@ -274,6 +274,14 @@ mod tests {
         )
     }
 
+    /// A miss on `st` and the load it starts, finished with `rows`.
+    fn fill(boards: &SeatBoards, st: Uuid, rows: &[(&str, StoredSeat)]) {
+        let Lookup::Miss { load: Some(ticket) } = boards.lookup(st) else {
+            panic!("a miss that loads");
+        };
+        boards.finish(st, ticket, Some(board(rows)));
+    }
+
     #[test]
     fn a_lapsed_hold_is_available_without_any_write() {
         let now = Utc::now();
@@ -350,14 +358,7 @@ mod tests {
         let boards = SeatBoards::new(Duration::from_secs(60));
         let (on, off) = (Uuid::now_v7(), Uuid::now_v7());
         for (st, booking) in [(on, "b1"), (off, "b9")] {
-            let Lookup::Miss { load: Some(t) } = boards.lookup(st) else {
-                panic!("miss");
-            };
-            boards.finish(
-                st,
-                t,
-                Some(board(&[("A1", seat("LOCKED", Some(booking), None))])),
-            );
+            fill(&boards, st, &[("A1", seat("LOCKED", Some(booking), None))]);
         }
         boards.forget_booking("b1");
         assert!(matches!(boards.lookup(on), Lookup::Miss { load: Some(_) }));
@@ -368,30 +369,25 @@ mod tests {
     fn boards_expire_are_bounded_and_can_be_turned_off() {
         let boards = SeatBoards::new(Duration::from_millis(30));
         let st = Uuid::now_v7();
-        let Lookup::Miss { load: Some(t) } = boards.lookup(st) else {
-            panic!("miss");
-        };
-        boards.finish(st, t, Some(board(&[("A1", seat("AVAILABLE", None, None))])));
+        fill(&boards, st, &[("A1", seat("AVAILABLE", None, None))]);
         assert!(matches!(boards.lookup(st), Lookup::Hit(_)));
         std::thread::sleep(Duration::from_millis(40));
         assert!(matches!(boards.lookup(st), Lookup::Miss { load: Some(_) }));
 
         let many = SeatBoards::new(Duration::from_secs(60));
         for _ in 0..MAX_BOARDS + 10 {
-            let st = Uuid::now_v7();
-            if let Lookup::Miss { load: Some(t) } = many.lookup(st) {
-                many.finish(st, t, Some(board(&[("A1", seat("AVAILABLE", None, None))])));
-            }
+            fill(
+                &many,
+                Uuid::now_v7(),
+                &[("A1", seat("AVAILABLE", None, None))],
+            );
         }
         assert!(many.lock().slots.len() <= MAX_BOARDS);
 
         let off = SeatBoards::new(Duration::ZERO);
         assert!(matches!(off.lookup(st), Lookup::Miss { load: None }));
         // An empty board (an unknown showtime) is never kept.
-        let Lookup::Miss { load: Some(t) } = many.lookup(st) else {
-            panic!("miss");
-        };
-        many.finish(st, t, Some(board(&[])));
+        fill(&many, st, &[]);
         assert!(matches!(many.lookup(st), Lookup::Miss { load: Some(_) }));
     }
 }
