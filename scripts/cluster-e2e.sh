@@ -259,6 +259,23 @@ netcheck 0 "$notification_pod" "pod/$SYS-redis-0" 6379 || fail "notification can
 k delete pod e2e-stranger --wait=false >/dev/null
 ok "stranger: no store, no cinema gRPC, no payment, no notification; public GraphQL yes; booking -> cinema gRPC and payment yes, -> PostgreSQL no; notification -> Redis yes, -> payment no"
 
+# Store users: the flow above ran with each service's own RabbitMQ and Redis user; here, what
+# those users may not do is refused by the servers themselves (moviebook-grants' rules).
+secret_key() { k get secret "$SYS-secrets" -o "go-template={{index .data \"$1\" | base64decode}}"; }
+redis_as() { k exec "$SYS-redis-0" -c redis -- redis-cli --no-auth-warning "$@" 2>&1; }
+redis_as ping | grep -q NOAUTH || fail "Redis answers a client without credentials"
+npw=$(secret_key redis-password-notification)
+[[ $(redis_as --user notification --pass "$npw" set notification:e2e-acl x) == OK ]] || fail "notification cannot write its own keys"
+redis_as --user notification --pass "$npw" keys '*' | grep -q NOPERM || fail "notification may list every key"
+redis_as --user notification --pass "$npw" get moviebook:other | grep -q NOPERM || fail "notification may read keys outside its prefix"
+users=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-headers list_users 2>&1 | awk '{print $1}' | sort | tr '\n' ' ')
+[[ $users == "booking moviebook notification payment " ]] || fail "RabbitMQ users: $users"
+topics=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-headers list_topic_permissions 2>&1)
+grep -Eq '^payment[[:space:]]+movie_app_events[[:space:]]+\^payment' <<<"$topics" || fail "payment may publish other events: $topics"
+conns=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-headers list_connections user 2>&1 | sort -u | tr '\n' ' ')
+[[ $conns != *moviebook* ]] || fail "a service connects to RabbitMQ as the administrator: $conns"
+ok "stores: Redis refuses anonymous clients, notification only its own keys; RabbitMQ users $users, connected as: $conns"
+
 # ---- 4. scale ---------------------------------------------------------------------------------
 ready_pods() { # component -> number of Ready pods
   k get pods -l "app.kubernetes.io/name=$1,app.kubernetes.io/instance=$SYS" \

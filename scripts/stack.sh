@@ -5,6 +5,7 @@
 #
 #   scripts/stack.sh PROFILE up|down|status|env|install
 #   scripts/stack.sh PROFILE rabbit-stop|rabbit-start   (tests: a real broker outage)
+#   scripts/stack.sh PROFILE rabbitmqctl ARGS...        (tests: load users and grants)
 #
 # PROFILE is `dev` (standard ports: what `make dev` uses) or `test` (its own port range and
 # state folder, so `make test` never touches a running `make dev`). MOVIEBOOK_TEST_SLOT=N (0-9)
@@ -27,7 +28,7 @@ case $PROFILE in
     PG_PORT=$((55432 + o)) MONGO_PORT=$((57017 + o)) REDIS_PORT=$((56379 + o))
     RABBIT_PORT=$((55672 + o)) RABBIT_DIST=$((55673 + o)) EPMD_PORT=$((54369 + o))
     ((SLOT == 0)) || PROFILE=test-$SLOT ;;
-  *) echo "usage: $0 dev|test up|down|status|env|install|rabbit-stop|rabbit-start" >&2; exit 2 ;;
+  *) echo "usage: $0 dev|test up|down|status|env|install|rabbit-stop|rabbit-start|rabbitmqctl ARGS..." >&2; exit 2 ;;
 esac
 
 CACHE=${MOVIEBOOK_CACHE:-$HOME/.cache/moviebook}
@@ -267,5 +268,6 @@ case $CMD in
     done ;;
   rabbit-stop) rabbitmqctl_ stop_app >/dev/null; log "RabbitMQ application stopped (node kept)";;
   rabbit-start) rabbitmqctl_ start_app >/dev/null; wait_until rabbitmq 30 port_open "$RABBIT_PORT"; log "RabbitMQ application started";;
-  *) echo "usage: $0 dev|test up|down|status|env|install|rabbit-stop|rabbit-start" >&2; exit 2 ;;
+  rabbitmqctl) shift 2; rabbitmqctl_ "$@" ;;
+  *) echo "usage: $0 dev|test up|down|status|env|install|rabbit-stop|rabbit-start|rabbitmqctl ARGS..." >&2; exit 2 ;;
 esac

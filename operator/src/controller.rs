@@ -296,6 +296,13 @@ async fn resolve(
         postgres_password: keep_or_new(config::POSTGRES_PASSWORD, 32),
         redis_password: keep_or_new(config::REDIS_PASSWORD, 32),
         rabbitmq_password: keep_or_new(config::RABBITMQ_PASSWORD, 32),
+        service_passwords: config::service_password_keys()
+            .into_iter()
+            .map(|key| {
+                let password = keep_or_new(&key, 32);
+                (key, password)
+            })
+            .collect(),
         ticket_signing_key: generated
             .get(config::TICKET_SIGNING_KEY)
             .filter(|v| !v.is_empty())

@@ -84,6 +84,10 @@ fn render_one(mbs: &MovieBookingSystem) -> Result<String, RenderError> {
         postgres_password: GENERATED.into(),
         redis_password: GENERATED.into(),
         rabbitmq_password: GENERATED.into(),
+        service_passwords: crate::build::config::service_password_keys()
+            .into_iter()
+            .map(|k| (k, GENERATED.to_string()))
+            .collect(),
         jwt_secret: GENERATED.into(),
         ticket_signing_key: GENERATED.into(),
         jwt_generated: mbs.spec.auth.jwt_secret_ref.is_none(),

@@ -13,6 +13,8 @@ use crate::crd::{MongoTopology, MovieBookingSystemSpec, ServiceSpec};
 pub const POSTGRES_PASSWORD: &str = "postgres-password";
 pub const REDIS_PASSWORD: &str = "redis-password";
 pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
+/// Notification's own password in the managed Redis (its user is `notification`).
+pub const REDIS_NOTIFICATION_PASSWORD: &str = "redis-password-notification";
 pub const JWT_SECRET: &str = "jwt-secret";
 /// The Ed25519 seed booking signs tickets with (base64 of 32 bytes; booking's env alone).
 pub const TICKET_SIGNING_KEY: &str = "ticket-signing-key";
@@ -96,6 +98,58 @@ pub fn mongo_topology(spec: &MovieBookingSystemSpec) -> MongoTopology {
         .unwrap_or_default()
 }
 
+/// Key of a service's own password in the managed RabbitMQ (its user is the service's name).
+pub fn rabbitmq_password_key(who: moviebook_grants::Service) -> String {
+    format!("{RABBITMQ_PASSWORD}-{}", who.name())
+}
+
+/// Every generated password of a service's own store user, by its key in `<name>-secrets`.
+pub fn service_password_keys() -> Vec<String> {
+    let mut keys: Vec<String> = moviebook_grants::Service::BROKER_CLIENTS
+        .into_iter()
+        .map(rabbitmq_password_key)
+        .collect();
+    keys.push(REDIS_NOTIFICATION_PASSWORD.into());
+    keys
+}
+
+/// Key of `<name>-secrets` under which a service finds a managed store's URL: PostgreSQL has
+/// one client (cinema, `DATABASE_URL`); RabbitMQ and Redis URLs carry the service's own user,
+/// so each service has its own key (`booking.RABBITMQ_URL`) and its pods read only that one.
+pub fn url_key(svc: ServiceKind, store: StoreKind) -> String {
+    match store {
+        StoreKind::Redis | StoreKind::Rabbitmq => format!("{}.{}", svc.name(), store.url_env()),
+        StoreKind::Postgres | StoreKind::Mongodb => store.url_env().to_string(),
+    }
+}
+
+/// A service's own URL of a managed RabbitMQ or Redis (its user and generated password), or
+/// `None` for a service that holds no user there.
+pub fn managed_service_url(
+    svc: ServiceKind,
+    store: StoreKind,
+    inst: &Instance,
+    res: &Resolved,
+) -> Option<String> {
+    let who = svc.grantee()?;
+    let host = inst.dns(&inst.child(store.name()));
+    let port = store.port();
+    let password = |key: &str| res.service_passwords.get(key).cloned().unwrap_or_default();
+    match store {
+        StoreKind::Rabbitmq => Some(format!(
+            "amqp://{}:{}@{host}:{port}/%2f",
+            who.name(),
+            password(&rabbitmq_password_key(who))
+        )),
+        StoreKind::Redis if who == moviebook_grants::Service::Notification => Some(format!(
+            "redis://{}:{}@{host}:{port}/0",
+            moviebook_grants::redis::NOTIFICATION_USER,
+            password(REDIS_NOTIFICATION_PASSWORD)
+        )),
+        _ => None,
+    }
+}
+
 /// Name of the Secret with generated credentials.
 pub fn secret_name(inst: &Instance) -> String {
     inst.child("secrets")
@@ -106,24 +160,15 @@ pub fn config_map_name(inst: &Instance) -> String {
     inst.child("config")
 }
 
-/// In-cluster URL of a managed store (with credentials). MongoDB's differs per service
-/// ([`managed_mongo_url`]); this one names no database.
-pub fn managed_url(store: StoreKind, inst: &Instance, res: &Resolved) -> String {
-    let host = inst.dns(&inst.child(store.name()));
-    let port = store.port();
-    match store {
-        StoreKind::Postgres => format!(
-            "postgres://{DB_USER}:{}@{host}:{port}/{POSTGRES_DB}",
-            res.postgres_password
-        ),
-        // The member host must be the name the replica set was initiated with (see stores.rs).
-        StoreKind::Mongodb => format!("mongodb://{}-0.{host}:{port}", inst.child(store.name())),
-        StoreKind::Redis => format!("redis://:{}@{host}:{port}/0", res.redis_password),
-        StoreKind::Rabbitmq => format!(
-            "amqp://{DB_USER}:{}@{host}:{port}/%2f",
-            res.rabbitmq_password
-        ),
-    }
+/// In-cluster URL of the managed PostgreSQL (cinema's, with its credentials).
+pub fn managed_postgres_url(inst: &Instance, res: &Resolved) -> String {
+    let store = StoreKind::Postgres;
+    format!(
+        "postgres://{DB_USER}:{}@{}:{}/{POSTGRES_DB}",
+        res.postgres_password,
+        inst.dns(&inst.child(store.name())),
+        store.port()
+    )
 }
 
 /// The Secret, the ConfigMap and the hash of everything a service pod reads from them (or
@@ -138,6 +183,10 @@ pub fn build(
         (REDIS_PASSWORD.into(), res.redis_password.clone()),
         (RABBITMQ_PASSWORD.into(), res.rabbitmq_password.clone()),
     ]);
+    for key in service_password_keys() {
+        let value = res.service_passwords.get(&key).cloned().unwrap_or_default();
+        data.insert(key, value);
+    }
     if res.jwt_generated {
         data.insert(JWT_SECRET.into(), res.jwt_secret.clone());
     }
@@ -156,10 +205,25 @@ pub fn build(
         USER_TOKEN_PUBLIC_KEYS.into(),
         super::tokens::joined(&res.user_token_keys),
     );
-    // MongoDB has no credentials here: each service's URL is in its pod template.
-    for store in [StoreKind::Postgres, StoreKind::Redis, StoreKind::Rabbitmq] {
-        if store.spec(spec).managed.is_some() {
-            data.insert(store.url_env().into(), managed_url(store, inst, res));
+    // MongoDB has no credentials here: each service's URL is in its pod template. The
+    // administrator passwords of Redis and RabbitMQ are only in the stores' own pods.
+    if spec.postgres.managed.is_some() {
+        data.insert(
+            url_key(ServiceKind::Cinema, StoreKind::Postgres),
+            managed_postgres_url(inst, res),
+        );
+    }
+    for store in [StoreKind::Redis, StoreKind::Rabbitmq] {
+        if store.spec(spec).managed.is_none() {
+            continue;
+        }
+        for svc in ServiceKind::ALL {
+            if !svc.stores().contains(&store) {
+                continue;
+            }
+            if let Some(url) = managed_service_url(svc, store, inst, res) {
+                data.insert(url_key(svc, store), url);
+            }
         }
     }
     let settings = settings(spec, inst);
@@ -252,8 +316,8 @@ pub fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// Where a service reads a store's URL: the generated Secret for a managed store (its own
-/// URL in the pod template for the managed MongoDB), the user's Secret for an external one
+/// Where a service reads a store's URL: its own key of the generated Secret for a managed
+/// store ([`url_key`]; its own URL in the pod template for the managed MongoDB), the user's Secret for an external one
 /// (an external MongoDB URL should name no database: each service then uses its own,
 /// `moviebook_<service>`).
 pub fn store_url_env(
@@ -267,7 +331,7 @@ pub fn store_url_env(
         None if store == StoreKind::Mongodb => {
             plain_env(store.url_env(), managed_mongo_url(svc, spec, inst))
         }
-        None => secret_env(store.url_env(), &secret_name(inst), store.url_env()),
+        None => secret_env(store.url_env(), &secret_name(inst), &url_key(svc, store)),
     }
 }
 
@@ -340,13 +404,43 @@ mod tests {
                 .contains_key("MONGODB_URL"),
             "each MongoDB service has its own URL, in its pod template"
         );
+        // Each service that shares RabbitMQ or Redis has its own user there, and its own URL.
         assert_eq!(
-            text(&secret, "REDIS_URL"),
-            "redis://:redispw@demo-redis.shop.svc:6379/0"
+            text(&secret, "notification.REDIS_URL"),
+            "redis://notification:pw-redis-password-notification@demo-redis.shop.svc:6379/0"
         );
-        assert_eq!(
-            text(&secret, "RABBITMQ_URL"),
-            "amqp://moviebook:rabbitpw@demo-rabbitmq.shop.svc:5672/%2f"
+        for svc in ["booking", "payment", "notification"] {
+            assert_eq!(
+                text(&secret, &format!("{svc}.RABBITMQ_URL")),
+                format!("amqp://{svc}:pw-rabbitmq-password-{svc}@demo-rabbitmq.shop.svc:5672/%2f")
+            );
+            assert_eq!(
+                text(&secret, &format!("rabbitmq-password-{svc}")),
+                format!("pw-rabbitmq-password-{svc}"),
+                "kept, so the next reconcile renders the same users"
+            );
+        }
+        let data = secret.data.as_ref().expect("data");
+        for gone in [
+            "REDIS_URL",
+            "RABBITMQ_URL",
+            "user.RABBITMQ_URL",
+            "cinema.RABBITMQ_URL",
+        ] {
+            assert!(
+                !data.contains_key(gone),
+                "{gone}: no pod reads an administrator URL, and user and cinema use no broker"
+            );
+        }
+        let urls = data
+            .values()
+            .map(|v| String::from_utf8_lossy(&v.0))
+            .collect::<Vec<_>>();
+        assert!(
+            !urls
+                .iter()
+                .any(|u| u.contains("rabbitpw@") || u.contains(":redispw@")),
+            "the administrator passwords are in no URL"
         );
         let data = cm.data.expect("data");
         assert_eq!(data["LOG_FORMAT"], "json");

@@ -98,16 +98,29 @@ impl ServiceKind {
         (self == ServiceKind::Cinema).then_some(9090)
     }
 
-    /// The stores this service talks to (RabbitMQ is used by all of them).
+    /// The stores this service talks to: its pods get their URLs, and the network policies let
+    /// only these pods reach them.
     pub fn stores(self) -> &'static [StoreKind] {
         match self {
-            ServiceKind::Cinema => &[StoreKind::Postgres, StoreKind::Rabbitmq],
+            ServiceKind::Cinema => &[StoreKind::Postgres],
             ServiceKind::Notification => {
                 &[StoreKind::Mongodb, StoreKind::Redis, StoreKind::Rabbitmq]
             }
-            ServiceKind::User | ServiceKind::Payment | ServiceKind::Booking => {
+            ServiceKind::Payment | ServiceKind::Booking => {
                 &[StoreKind::Mongodb, StoreKind::Rabbitmq]
             }
+            ServiceKind::User => &[StoreKind::Mongodb],
+        }
+    }
+
+    /// Who this service is in the stores it shares with others (its own RabbitMQ and Redis
+    /// user, with the rights `moviebook-grants` gives it); `None` for services that share none.
+    pub fn grantee(self) -> Option<moviebook_grants::Service> {
+        match self {
+            ServiceKind::Booking => Some(moviebook_grants::Service::Booking),
+            ServiceKind::Payment => Some(moviebook_grants::Service::Payment),
+            ServiceKind::Notification => Some(moviebook_grants::Service::Notification),
+            ServiceKind::User | ServiceKind::Cinema => None,
         }
     }
 
@@ -256,6 +269,9 @@ pub struct Resolved {
     pub postgres_password: String,
     pub redis_password: String,
     pub rabbitmq_password: String,
+    /// Generated passwords of the services' own users in the managed RabbitMQ and Redis, by
+    /// their key in `<name>-secrets` ([`config::service_password_keys`]).
+    pub service_passwords: BTreeMap<String, String>,
     /// The JWT secret: from `auth.jwtSecretRef`, or generated.
     pub jwt_secret: String,
     /// Whether `jwt_secret` was generated (and so must be written into `<name>-secrets`).
@@ -334,11 +350,23 @@ pub fn build(spec: &MovieBookingSystemSpec, inst: &Instance, res: &Resolved) -> 
     d.config_hash = config_hash.clone();
     d.network_policies = network::policies(spec, inst);
 
+    let access_hash = match stores::access_secret(spec, inst, res) {
+        Some((secret, hash)) => {
+            d.secrets.push(secret);
+            hash
+        }
+        None => String::new(),
+    };
     for store in StoreKind::ALL {
         if let Some(managed) = &store.spec(spec).managed {
             d.store_services.push(stores::service(store, inst));
-            d.stateful_sets
-                .push(stores::stateful_set(store, managed, spec, inst));
+            d.stateful_sets.push(stores::stateful_set(
+                store,
+                managed,
+                spec,
+                inst,
+                &access_hash,
+            ));
         }
     }
     let stores_ready = stores_ready(spec, res);
@@ -507,6 +535,13 @@ pub(crate) mod test_support {
             postgres_password: "pgpw".into(),
             redis_password: "redispw".into(),
             rabbitmq_password: "rabbitpw".into(),
+            service_passwords: super::config::service_password_keys()
+                .into_iter()
+                .map(|k| {
+                    let v = format!("pw-{k}");
+                    (k, v)
+                })
+                .collect(),
             jwt_secret: "jwtsecret".into(),
             jwt_generated: true,
             ticket_signing_key: "dGlja2V0LXNlZWQtMzItYnl0ZXMtZm9yLXRlc3RzISE=".into(),

@@ -403,7 +403,6 @@ mod tests {
                 "PORT",
                 "GRPC_PORT",
                 "DATABASE_URL",
-                "RABBITMQ_URL",
                 "DB_MAX_CONNECTIONS",
                 "JWT_SECRET",
                 "USER_TOKEN_PUBLIC_KEYS"
@@ -436,6 +435,19 @@ mod tests {
             user[user.len() - 2..],
             ["USER_TOKEN_PUBLIC_KEYS", "USER_TOKEN_SIGNING_KEY"]
         );
+        // Each service reads RabbitMQ and Redis as its own user: its own key of the Secret.
+        for svc in ServiceKind::ALL {
+            for e in service_env(svc, &mbs.spec, &instance()) {
+                if e.name == "RABBITMQ_URL" || e.name == "REDIS_URL" {
+                    let key = e
+                        .value_from
+                        .and_then(|v| v.secret_key_ref)
+                        .map(|r| r.key)
+                        .unwrap_or_default();
+                    assert_eq!(key, format!("{}.{}", svc.name(), e.name), "{svc:?}");
+                }
+            }
+        }
         for svc in ServiceKind::ALL {
             assert_eq!(
                 names(svc).contains(&"USER_TOKEN_SIGNING_KEY".to_owned()),

@@ -10,29 +10,163 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use moviebook_grants::rabbitmq::{Access, Account};
+
 use super::config::{
-    DB_USER, MONGO_REPLICA_SET, POSTGRES_DB, POSTGRES_PASSWORD, RABBITMQ_PASSWORD, REDIS_PASSWORD,
-    plain_env, secret_env, secret_name,
+    DB_USER, MONGO_REPLICA_SET, POSTGRES_DB, POSTGRES_PASSWORD, RABBITMQ_PASSWORD,
+    REDIS_NOTIFICATION_PASSWORD, REDIS_PASSWORD, plain_env, rabbitmq_password_key, secret_env,
+    secret_name,
 };
 use super::{
-    Instance, StoreKind, default_resources, pull_secrets, restricted_container, restricted_pod,
+    CONFIG_HASH_ANNOTATION, Instance, Resolved, StoreKind, default_resources, hash_of,
+    pull_secrets, restricted_container, restricted_pod,
 };
 use crate::crd::{DataOnDelete, ManagedStore, MongoTopology, MovieBookingSystemSpec};
 
 /// UID of the `postgres`, `mongodb`, `redis` and `rabbitmq` users in the official images.
 const STORE_UID: i64 = 999;
+
+/// Where the Redis and RabbitMQ pods find their users and rights ([`access_secret`]).
+const ACCESS_DIR: &str = "/etc/moviebook/access";
+/// Keys of the store-access Secret: Redis's ACL file, RabbitMQ's definitions and the
+/// configuration line that loads them.
+pub const REDIS_ACL_KEY: &str = "users.acl";
+pub const RABBITMQ_DEFINITIONS_KEY: &str = "definitions.json";
+pub const RABBITMQ_CONF_KEY: &str = "moviebook-access.conf";
+/// Where RabbitMQ (the official image and the stand-in) reads extra configuration files.
+const RABBITMQ_CONF_PATH: &str = "/etc/rabbitmq/conf.d/20-moviebook-access.conf";
+
+/// Name of the Secret with the stores' users and rights.
+pub fn access_secret_name(inst: &Instance) -> String {
+    inst.child("store-access")
+}
+
+/// The files that give each service its own user in the managed Redis and RabbitMQ, with the
+/// rights `moviebook-grants` gives it, and the installation's administrator user (the one the
+/// probes and a person at `rabbitmqctl` / `redis-cli` use). Only salted hashes of passwords
+/// are in them; the passwords stay in `<name>-secrets`. Returns the Secret and a hash of its
+/// content, which goes into the two stores' pod templates: new rights restart them, and both
+/// load the files at every start. `None` when neither store is managed.
+pub fn access_secret(
+    spec: &MovieBookingSystemSpec,
+    inst: &Instance,
+    res: &Resolved,
+) -> Option<(Secret, String)> {
+    let password = |key: &str| res.service_passwords.get(key).cloned().unwrap_or_default();
+    let mut files: Vec<(&str, String)> = Vec::new();
+    if spec.redis.managed.is_some() {
+        files.push((
+            REDIS_ACL_KEY,
+            moviebook_grants::redis::acl_file(
+                &res.redis_password,
+                &password(REDIS_NOTIFICATION_PASSWORD),
+            ),
+        ));
+    }
+    if spec.rabbitmq.managed.is_some() {
+        let mut accounts = vec![Account {
+            user: DB_USER.into(),
+            password: res.rabbitmq_password.clone(),
+            access: Access::Administrator,
+        }];
+        accounts.extend(
+            moviebook_grants::Service::BROKER_CLIENTS
+                .into_iter()
+                .map(|who| Account {
+                    user: who.name().into(),
+                    password: password(&rabbitmq_password_key(who)),
+                    access: Access::Granted(moviebook_grants::rabbitmq::for_service(who)),
+                }),
+        );
+        let definitions = moviebook_grants::rabbitmq::definitions(&accounts);
+        files.push((
+            RABBITMQ_DEFINITIONS_KEY,
+            serde_json::to_string_pretty(&definitions).unwrap_or_default(),
+        ));
+        files.push((
+            RABBITMQ_CONF_KEY,
+            moviebook_grants::rabbitmq::load_definitions_conf(&format!(
+                "{ACCESS_DIR}/{RABBITMQ_DEFINITIONS_KEY}"
+            )),
+        ));
+    }
+    if files.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = files.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let hash = hash_of(&refs);
+    let secret = Secret {
+        metadata: inst.meta(access_secret_name(inst), "config"),
+        type_: Some("Opaque".into()),
+        data: Some(
+            files
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    Some((secret, hash))
+}
+
+/// The store-access files one store reads, as a read-only volume of its pod.
+fn access_volume(store: StoreKind, inst: &Instance) -> Option<(Volume, Vec<VolumeMount>)> {
+    let keys: &[&str] = match store {
+        StoreKind::Redis => &[REDIS_ACL_KEY],
+        StoreKind::Rabbitmq => &[RABBITMQ_DEFINITIONS_KEY, RABBITMQ_CONF_KEY],
+        StoreKind::Postgres | StoreKind::Mongodb => return None,
+    };
+    let volume = Volume {
+        name: "access".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(access_secret_name(inst)),
+            items: Some(
+                keys.iter()
+                    .map(|k| KeyToPath {
+                        key: (*k).into(),
+                        path: (*k).into(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            // Readable by the store's group (fsGroup) only.
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    };
+    let mut mounts = vec![VolumeMount {
+        name: "access".into(),
+        mount_path: ACCESS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    if store == StoreKind::Rabbitmq {
+        mounts.push(VolumeMount {
+            name: "access".into(),
+            mount_path: RABBITMQ_CONF_PATH.into(),
+            sub_path: Some(RABBITMQ_CONF_KEY.into()),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    Some((volume, mounts))
+}
 
 /// Headless Service giving the store pod a stable DNS name. Not-ready addresses are published
 /// because MongoDB must resolve its own member name before it can become ready.
@@ -56,12 +190,14 @@ pub fn service(store: StoreKind, inst: &Instance) -> Service {
     }
 }
 
-/// The store's StatefulSet.
+/// The store's StatefulSet. `access_hash` is the hash of [`access_secret`]'s content (Redis
+/// and RabbitMQ load it at start, so a change must restart them).
 pub fn stateful_set(
     store: StoreKind,
     managed: &ManagedStore,
     spec: &MovieBookingSystemSpec,
     inst: &Instance,
+    access_hash: &str,
 ) -> StatefulSet {
     let component = store.name();
     let name = inst.child(component);
@@ -88,6 +224,11 @@ pub fn stateful_set(
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         });
+    }
+    let access = access_volume(store, inst);
+    if let Some((volume, access_mounts)) = &access {
+        volumes.push(volume.clone());
+        mounts.extend(access_mounts.iter().cloned());
     }
     let mut security = restricted_container();
     if store == StoreKind::Rabbitmq {
@@ -161,6 +302,12 @@ pub fn stateful_set(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(inst.labels(component)),
+                    annotations: access.is_some().then(|| {
+                        BTreeMap::from([(
+                            CONFIG_HASH_ANNOTATION.to_string(),
+                            access_hash.to_string(),
+                        )])
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -311,8 +458,9 @@ fn process(store: StoreKind, inst: &Instance, standalone: bool) -> Process {
                 "yes".into(),
                 "--dir".into(),
                 "/data".into(),
-                "--requirepass".into(),
-                "$(REDIS_PASSWORD)".into(),
+                // The users (`default` with REDIS_PASSWORD, notification with its rights).
+                "--aclfile".into(),
+                format!("{ACCESS_DIR}/{REDIS_ACL_KEY}"),
             ]),
             vec![secret_env("REDIS_PASSWORD", &secret, REDIS_PASSWORD)],
         ),
@@ -421,11 +569,110 @@ mod tests {
             .containers[0]
     }
 
+    fn access_text(secret: &Secret, key: &str) -> String {
+        String::from_utf8(secret.data.as_ref().expect("data")[key].0.clone()).expect("utf8")
+    }
+
+    #[test]
+    fn redis_and_rabbitmq_load_each_services_own_user_from_the_access_secret() {
+        let mbs = sample();
+        let res = resolved();
+        let (secret, hash) = access_secret(&mbs.spec, &instance(), &res).expect("managed");
+        assert_eq!(secret.metadata.name.as_deref(), Some("demo-store-access"));
+        let acl = access_text(&secret, REDIS_ACL_KEY);
+        assert!(acl.contains("user notification on #") && acl.contains("~notification:*"));
+        let defs: serde_json::Value =
+            serde_json::from_str(&access_text(&secret, RABBITMQ_DEFINITIONS_KEY)).expect("json");
+        let users: Vec<&str> = defs["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .filter_map(|u| u["name"].as_str())
+            .collect();
+        assert_eq!(users, ["moviebook", "booking", "payment", "notification"]);
+        assert_eq!(
+            access_text(&secret, RABBITMQ_CONF_KEY),
+            "load_definitions = /etc/moviebook/access/definitions.json\n"
+        );
+        for k in secret.data.as_ref().expect("data").keys() {
+            let text = access_text(&secret, k);
+            for pw in res.service_passwords.values().chain([&res.redis_password]) {
+                assert!(!text.contains(pw.as_str()), "{k} holds a password");
+            }
+        }
+
+        let redis = stateful_set(
+            StoreKind::Redis,
+            &Default::default(),
+            &mbs.spec,
+            &instance(),
+            &hash,
+        );
+        let args = container(&redis).args.clone().expect("args");
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--aclfile", "/etc/moviebook/access/users.acl"])
+        );
+        assert!(
+            !args.iter().any(|a| a == "--requirepass"),
+            "the ACL file has the users"
+        );
+        let rabbit = stateful_set(
+            StoreKind::Rabbitmq,
+            &Default::default(),
+            &mbs.spec,
+            &instance(),
+            &hash,
+        );
+        let mounts = container(&rabbit).volume_mounts.clone().expect("mounts");
+        assert!(mounts.iter().any(|m| m.mount_path == RABBITMQ_CONF_PATH
+            && m.sub_path.as_deref() == Some(RABBITMQ_CONF_KEY)));
+        for sts in [&redis, &rabbit] {
+            let template = &sts.spec.as_ref().expect("spec").template;
+            assert_eq!(
+                template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.clone())
+                    .expect("annotation")[CONFIG_HASH_ANNOTATION],
+                hash,
+                "new rights restart the store"
+            );
+        }
+        for store in [StoreKind::Postgres, StoreKind::Mongodb] {
+            let sts = stateful_set(store, &Default::default(), &mbs.spec, &instance(), &hash);
+            assert!(
+                !container(&sts)
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "access"),
+                "{store:?} gets no access files"
+            );
+        }
+
+        // A changed password changes the files and so the hash; external stores need none.
+        let mut other = res.clone();
+        other
+            .service_passwords
+            .insert("rabbitmq-password-payment".into(), "new".into());
+        let (_, hash2) = access_secret(&mbs.spec, &instance(), &other).expect("managed");
+        assert_ne!(hash, hash2);
+        let mut external = mbs.spec.clone();
+        for store in [&mut external.redis, &mut external.rabbitmq] {
+            *store = serde_json::from_value(
+                serde_json::json!({"external": {"secretRef": {"name": "x", "key": "url"}}}),
+            )
+            .expect("store");
+        }
+        assert!(access_secret(&external, &instance(), &res).is_none());
+    }
+
     #[test]
     fn every_store_gets_official_image_volume_and_probes() {
         let mbs = sample();
         for store in StoreKind::ALL {
-            let sts = stateful_set(store, &Default::default(), &mbs.spec, &instance());
+            let sts = stateful_set(store, &Default::default(), &mbs.spec, &instance(), "hash");
             let c = container(&sts);
             assert_eq!(c.image.as_deref(), Some(store.default_image()));
             assert!(
@@ -471,6 +718,7 @@ mod tests {
             &Default::default(),
             &mbs.spec,
             &instance(),
+            "hash",
         );
         let c = container(&sts);
         assert_eq!(
@@ -506,7 +754,7 @@ mod tests {
             topology: Some(MongoTopology::Standalone),
             ..ManagedStore::default()
         };
-        let sts = stateful_set(StoreKind::Mongodb, &managed, &mbs.spec, &instance());
+        let sts = stateful_set(StoreKind::Mongodb, &managed, &mbs.spec, &instance(), "hash");
         let c = container(&sts);
         assert_eq!(c.args.as_deref(), Some(&["--bind_ip_all".to_string()][..]));
         for probe in [&c.readiness_probe, &c.liveness_probe] {
@@ -521,7 +769,13 @@ mod tests {
             );
         }
         // the topology means nothing to the other stores
-        let pg = stateful_set(StoreKind::Postgres, &managed, &mbs.spec, &instance());
+        let pg = stateful_set(
+            StoreKind::Postgres,
+            &managed,
+            &mbs.spec,
+            &instance(),
+            "hash",
+        );
         assert!(
             container(&pg)
                 .readiness_probe
@@ -542,7 +796,13 @@ mod tests {
             resources: None,
             topology: None,
         };
-        let sts = stateful_set(StoreKind::Postgres, &managed, &mbs.spec, &instance());
+        let sts = stateful_set(
+            StoreKind::Postgres,
+            &managed,
+            &mbs.spec,
+            &instance(),
+            "hash",
+        );
         assert_eq!(container(&sts).image.as_deref(), Some("postgres:16"));
         let spec = sts.spec.expect("spec");
         let pvc = spec
@@ -571,6 +831,7 @@ mod tests {
             &Default::default(),
             &mbs.spec,
             &instance(),
+            "hash",
         );
         let bigger = ManagedStore {
             storage: Some(Quantity("9Gi".into())),
@@ -581,6 +842,7 @@ mod tests {
             &bigger,
             &mbs.spec,
             &instance(),
+            "hash",
         )];
         let changed = keep_existing_claims(&mut desired, std::slice::from_ref(&running));
         assert_eq!(changed, ["demo-redis"]);
@@ -602,6 +864,7 @@ mod tests {
             &bigger,
             &mbs.spec,
             &instance(),
+            "hash",
         )];
         assert!(keep_existing_claims(&mut fresh, &[]).is_empty());
         assert_eq!(

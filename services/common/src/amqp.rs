@@ -1,7 +1,8 @@
 //! RabbitMQ connection and the shared topology.
 //!
 //! Everyone declares the topology through [`declare_topology`] so the arguments always match
-//! (RabbitMQ refuses a redeclaration with different arguments).
+//! (RabbitMQ refuses a redeclaration with different arguments). The names are those the broker
+//! grants of `moviebook-grants` allow.
 
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -13,10 +14,10 @@ use crate::events::EXCHANGE;
 
 /// Where messages that no queue wanted end up, instead of being dropped by the broker: an event
 /// published before its consumers declared their queues is kept, not lost.
-pub const UNROUTED_EXCHANGE: &str = "movie_app_events.unrouted";
-pub const UNROUTED_QUEUE: &str = "movie_app_events.unrouted";
+pub const UNROUTED_EXCHANGE: &str = moviebook_grants::rabbitmq::UNROUTED;
+pub const UNROUTED_QUEUE: &str = moviebook_grants::rabbitmq::UNROUTED;
 /// Dead-letter exchange for poison messages; consumers bind their `.dlq` queues to it.
-pub const DEAD_LETTER_EXCHANGE: &str = "movie_app_events.dlx";
+pub const DEAD_LETTER_EXCHANGE: &str = moviebook_grants::rabbitmq::DEAD_LETTER_EXCHANGE;
 
 /// Opens a connection named after the service (visible in the management UI).
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {

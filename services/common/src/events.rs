@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The topic exchange every event goes to.
-pub const EXCHANGE: &str = "movie_app_events";
+/// The topic exchange every event goes to (the name the broker grants allow).
+pub const EXCHANGE: &str = moviebook_grants::rabbitmq::EXCHANGE;
 
 /// Every event type MovieBook publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
