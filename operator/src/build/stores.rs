@@ -67,6 +67,18 @@ pub fn access_secret(
     res: &Resolved,
 ) -> Option<(Secret, String)> {
     let password = |key: &str| res.service_passwords.get(key).cloned().unwrap_or_default();
+    // Notification's queue and key prefix as its pods will see them (an override in
+    // `services.notification.env` moves its rights along).
+    let notification_setting = |name: &str, default: &str| {
+        spec.services
+            .notification
+            .env
+            .iter()
+            .rev()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| default.to_string())
+    };
     let mut files: Vec<(&str, String)> = Vec::new();
     if spec.redis.managed.is_some() {
         files.push((
@@ -74,6 +86,10 @@ pub fn access_secret(
             moviebook_grants::redis::acl_file(
                 &res.redis_password,
                 &password(REDIS_NOTIFICATION_PASSWORD),
+                &notification_setting(
+                    "NOTIFICATION_REDIS_PREFIX",
+                    moviebook_grants::redis::NOTIFICATION_PREFIX,
+                ),
             ),
         ));
     }
@@ -89,7 +105,15 @@ pub fn access_secret(
                 .map(|who| Account {
                     user: who.name().into(),
                     password: password(&rabbitmq_password_key(who)),
-                    access: Access::Granted(moviebook_grants::rabbitmq::for_service(who)),
+                    access: Access::Granted(match who {
+                        moviebook_grants::Service::Notification => {
+                            moviebook_grants::rabbitmq::notification(&notification_setting(
+                                "NOTIFICATION_QUEUE",
+                                moviebook_grants::rabbitmq::NOTIFICATION_QUEUE,
+                            ))
+                        }
+                        other => moviebook_grants::rabbitmq::for_service(other),
+                    }),
                 }),
         );
         let definitions = moviebook_grants::rabbitmq::definitions(&accounts);
@@ -650,6 +674,20 @@ mod tests {
                 "{store:?} gets no access files"
             );
         }
+
+        // An override of notification's queue or key prefix moves its rights along.
+        let mut moved = mbs.spec.clone();
+        moved.services.notification.env = vec![
+            crate::build::config::plain_env("NOTIFICATION_QUEUE", "notes.q"),
+            crate::build::config::plain_env("NOTIFICATION_REDIS_PREFIX", "notes"),
+        ];
+        let (moved_secret, _) = access_secret(&moved, &instance(), &res).expect("managed");
+        assert!(access_text(&moved_secret, REDIS_ACL_KEY).contains(" ~notes:* "));
+        assert!(
+            access_text(&moved_secret, RABBITMQ_DEFINITIONS_KEY).contains(r"notes\\.q\\.dlq"),
+            "{}",
+            access_text(&moved_secret, RABBITMQ_DEFINITIONS_KEY)
+        );
 
         // A changed password changes the files and so the hash; external stores need none.
         let mut other = res.clone();

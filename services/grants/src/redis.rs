@@ -52,13 +52,14 @@ pub fn notification_rules(prefix: &str) -> Vec<String> {
 }
 
 /// The ACL file the managed Redis starts with (`--aclfile`): `default` with every right and
-/// the administrator password, notification as [`notification_rules`].
-pub fn acl_file(admin_password: &str, notification_password: &str) -> String {
+/// the administrator password, notification as [`notification_rules`] on `prefix`
+/// ([`NOTIFICATION_PREFIX`] unless the installation sets another).
+pub fn acl_file(admin_password: &str, notification_password: &str, prefix: &str) -> String {
     format!(
         "user default on {} ~* &* +@all\nuser {NOTIFICATION_USER} on {} {}\n",
         password_hash(admin_password),
         password_hash(notification_password),
-        notification_rules(NOTIFICATION_PREFIX).join(" ")
+        notification_rules(prefix).join(" ")
     )
 }
 
@@ -68,7 +69,7 @@ mod tests {
 
     #[test]
     fn acl_file_holds_hashes_and_confines_notification_to_its_prefix() {
-        let file = acl_file("admin-pw", "note-pw");
+        let file = acl_file("admin-pw", "note-pw", NOTIFICATION_PREFIX);
         assert!(!file.contains("admin-pw") && !file.contains("note-pw"));
         let lines: Vec<&str> = file.lines().collect();
         assert_eq!(lines.len(), 2);
