@@ -276,6 +276,16 @@ conns=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-header
 [[ $conns != *moviebook* ]] || fail "a service connects to RabbitMQ as the administrator: $conns"
 ok "stores: Redis refuses anonymous clients, notification only its own keys; RabbitMQ users $users, connected as: $conns"
 
+# Token keys: each private key reaches the pods of the one service that signs with it, no Job
+# gets one, and no pod holds the old shared JWT secret (the flow above ran on these keys).
+keyrefs=$(k get deploy,job -l "app.kubernetes.io/instance=$SYS" -o 'jsonpath={range .items[*]}{.kind}/{.metadata.name}{":"}{range .spec.template.spec.containers[*].env[*]}{.valueFrom.secretKeyRef.key}{" "}{end}{"\n"}{end}')
+holders() { grep -E "(^|[: ])$1( |$)" <<<"$keyrefs" | cut -d: -f1 | tr '\n' ' '; }
+[[ -z $(holders jwt-secret) ]] || fail "pods still get the shared JWT secret: $(holders jwt-secret)"
+[[ $(holders service-token-signing-key) == "Deployment/$SYS-booking " ]] || fail "booking's service-token key is in: $(holders service-token-signing-key)"
+[[ $(holders user-token-signing-key) == "Deployment/$SYS-user " ]] || fail "the user-token key is in: $(holders user-token-signing-key)"
+[[ $(holders service-token-public-keys | tr ' ' '\n' | grep -c '^Deployment/') == 2 ]] || fail "the services booking calls lack its public key: $(holders service-token-public-keys)"
+ok "token keys: service-token key only in $(holders service-token-signing-key), user-token key only in $(holders user-token-signing-key), no JWT secret in any pod or Job"
+
 # ---- 4. scale ---------------------------------------------------------------------------------
 ready_pods() { # component -> number of Ready pods
   k get pods -l "app.kubernetes.io/name=$1,app.kubernetes.io/instance=$SYS" \

@@ -327,6 +327,15 @@ async fn resolve(
         }
     }
     resolve_user_token_keys(client, ns, &mbs.spec.auth, &generated, &mut res).await?;
+    res.service_token_signing_key = match generated
+        .get(config::SERVICE_TOKEN_SIGNING_KEY)
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(kept) => kept.clone(),
+        None => tokens::new_signing_key().map_err(Error::InvalidSpec)?,
+    };
+    res.service_token_keys = tokens::verification_keys(&res.service_token_signing_key, None)
+        .map_err(Error::InvalidSpec)?;
     for store in StoreKind::ALL {
         if let Some(ext) = &store.spec(&mbs.spec).external {
             let r = &ext.secret_ref;

@@ -103,7 +103,8 @@ pub struct MovieBookingSystemSpec {
     #[serde(default)]
     pub rabbitmq: StoreSpec,
 
-    /// Token signing: the JWT secret shared by the user service (signs) and Kong (verifies).
+    /// Token keys: the user service's ES256 signing key and the keys user tokens are
+    /// accepted with (booking's service-token key is always generated).
     #[serde(default)]
     pub auth: AuthSpec,
 
@@ -490,9 +491,12 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Secret key holding the HS256 secret of service tokens (the tokens services mint for
-    /// their calls to each other; user tokens are ES256, see `userTokenKeyRef`). When absent
-    /// the operator generates one and keeps it in `<name>-secrets`.
+    /// Secret key holding a secret no pod receives any more: both kinds of token are ES256
+    /// (user tokens: `userTokenKeyRef`; service tokens: booking's own key, generated into
+    /// `<name>-secrets` as `service-token-signing-key`). Kong's configuration still carries a
+    /// one-way hash of it in the `secret` field decK requires on every jwt credential. Kept so
+    /// existing resources stay valid; when absent the operator generates one and keeps it in
+    /// `<name>-secrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_secret_ref: Option<SecretKeyRef>,
     /// `iss` of the tokens the user service issues (every service checks it).

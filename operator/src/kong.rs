@@ -120,7 +120,8 @@ pub fn config(
             {
                 "username": USERS_CONSUMER,
                 // One credential per public key (two during a rotation). Kong cannot mint a
-                // token, and service tokens (HS256) never pass the edge.
+                // token, and service tokens never pass the edge (no credential has the kid of
+                // booking's service-token key).
                 "jwt_secrets": user_keys
                     .iter()
                     .map(|k| json!({

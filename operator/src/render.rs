@@ -98,6 +98,11 @@ fn render_one(mbs: &MovieBookingSystem) -> Result<String, RenderError> {
             kid: GENERATED.into(),
             pem: GENERATED.into(),
         }],
+        service_token_signing_key: GENERATED.into(),
+        service_token_keys: vec![VerificationKey {
+            kid: GENERATED.into(),
+            pem: GENERATED.into(),
+        }],
         ..Resolved::default()
     };
     for store in StoreKind::ALL {

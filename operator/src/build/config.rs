@@ -22,6 +22,11 @@ pub const TICKET_SIGNING_KEY: &str = "ticket-signing-key";
 pub const USER_TOKEN_SIGNING_KEY: &str = "user-token-signing-key";
 /// The public keys user tokens are verified with (every service's env; Kong's config).
 pub const USER_TOKEN_PUBLIC_KEYS: &str = "user-token-public-keys";
+/// Booking's ES256 service-token signing key (booking's env alone): the identity that
+/// charges, refunds and holds seats, which no other pod can therefore assume.
+pub const SERVICE_TOKEN_SIGNING_KEY: &str = "service-token-signing-key";
+/// The public keys booking's service tokens are verified with (the other services' env).
+pub const SERVICE_TOKEN_PUBLIC_KEYS: &str = "service-token-public-keys";
 /// Database user and names of the managed stores.
 pub const DB_USER: &str = "moviebook";
 pub const POSTGRES_DB: &str = "cinema";
@@ -205,6 +210,14 @@ pub fn build(
         USER_TOKEN_PUBLIC_KEYS.into(),
         super::tokens::joined(&res.user_token_keys),
     );
+    data.insert(
+        SERVICE_TOKEN_SIGNING_KEY.into(),
+        res.service_token_signing_key.clone(),
+    );
+    data.insert(
+        SERVICE_TOKEN_PUBLIC_KEYS.into(),
+        super::tokens::joined(&res.service_token_keys),
+    );
     // MongoDB has no credentials here: each service's URL is in its pod template. The
     // administrator passwords of Redis and RabbitMQ are only in the stores' own pods.
     if spec.postgres.managed.is_some() {
@@ -363,13 +376,31 @@ pub fn user_token_public_keys_env(inst: &Instance) -> EnvVar {
     )
 }
 
-/// Where a service reads the JWT secret.
-pub fn jwt_env(spec: &MovieBookingSystemSpec, inst: &Instance) -> EnvVar {
-    match &spec.auth.jwt_secret_ref {
-        Some(r) => secret_env("JWT_SECRET", &r.name, &r.key),
-        None => secret_env("JWT_SECRET", &secret_name(inst), JWT_SECRET),
-    }
+/// Where booking reads its service-token signing key (no other pod gets it).
+pub fn service_token_signing_key_env(inst: &Instance) -> EnvVar {
+    secret_env(
+        "SERVICE_TOKEN_SIGNING_KEY",
+        &secret_name(inst),
+        SERVICE_TOKEN_SIGNING_KEY,
+    )
 }
+
+/// Where the services booking calls read the keys its service tokens are verified with.
+pub fn service_token_public_keys_env(inst: &Instance) -> EnvVar {
+    secret_env(
+        "SERVICE_TOKEN_PUBLIC_KEYS",
+        &secret_name(inst),
+        SERVICE_TOKEN_PUBLIC_KEYS,
+    )
+}
+
+/// The variables that hold a private key: a service's pods get theirs, the Jobs that run
+/// its migration or seed never do (they only need the stores).
+pub const PRIVATE_KEY_VARS: [&str; 3] = [
+    "USER_TOKEN_SIGNING_KEY",
+    "SERVICE_TOKEN_SIGNING_KEY",
+    "TICKET_SIGNING_KEY",
+];
 
 #[cfg(test)]
 mod tests {
@@ -486,6 +517,29 @@ mod tests {
             .and_then(|v| v.secret_key_ref)
             .expect("secret ref");
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("pg", "url"));
+    }
+
+    #[test]
+    fn service_token_keys_are_in_the_secret_and_each_change_rolls_the_pods() {
+        let mbs = sample();
+        let res = resolved();
+        let (secret, _, h1) = build(&mbs.spec, &instance(), &res);
+        assert_eq!(
+            text(&secret, SERVICE_TOKEN_SIGNING_KEY),
+            res.service_token_signing_key
+        );
+        assert_eq!(
+            text(&secret, SERVICE_TOKEN_PUBLIC_KEYS),
+            super::super::tokens::joined(&res.service_token_keys)
+        );
+        let mut rotated = resolved();
+        rotated.service_token_signing_key = "<another key>".into();
+        let (_, _, h2) = build(&mbs.spec, &instance(), &rotated);
+        assert_ne!(h1, h2, "a new signing key restarts booking");
+        let mut rotated = resolved();
+        rotated.service_token_keys[0].pem = "<another public key>".into();
+        let (_, _, h3) = build(&mbs.spec, &instance(), &rotated);
+        assert_ne!(h1, h3, "new verification keys restart the callees");
     }
 
     #[test]

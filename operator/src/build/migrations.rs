@@ -10,8 +10,8 @@
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource, PodSpec, PodTemplateSpec,
-    Volume, VolumeMount,
+    ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSpec,
+    PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
@@ -170,6 +170,14 @@ pub struct OneShot<'a> {
     pub container: &'a str,
 }
 
+/// A Job's environment: the service's, without its private keys (a migration or a seed
+/// only talks to the stores, so a compromised Job image signs nothing).
+pub fn job_env(svc: ServiceKind, spec: &MovieBookingSystemSpec, inst: &Instance) -> Vec<EnvVar> {
+    let mut env = service_env(svc, spec, inst);
+    env.retain(|e| !super::config::PRIVATE_KEY_VARS.contains(&e.name.as_str()));
+    env
+}
+
 /// A Job running `<binary> <subcommand>` once with the service's environment.
 pub fn one_shot_job(
     svc: ServiceKind,
@@ -189,7 +197,7 @@ pub fn one_shot_job(
         image: Some(what.image.to_string()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
         command: Some(vec![svc.binary(), what.subcommand.into()]),
-        env: Some(service_env(svc, spec, inst)),
+        env: Some(job_env(svc, spec, inst)),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: config_map_name(inst),
@@ -362,6 +370,36 @@ mod tests {
             "1"
         );
         assert_eq!(job.spec.as_ref().and_then(|s| s.backoff_limit), Some(3));
+    }
+
+    #[test]
+    fn jobs_get_the_stores_but_no_private_key() {
+        let mbs = sample();
+        for svc in ServiceKind::ALL {
+            let pod_env: Vec<String> = service_env(svc, &mbs.spec, &instance())
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            let job_env: Vec<String> = job_env(svc, &mbs.spec, &instance())
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            for var in crate::build::config::PRIVATE_KEY_VARS {
+                assert!(!job_env.iter().any(|n| n == var), "{svc:?} Job has {var}");
+            }
+            // Everything else the pods get, the Job gets too (the store URLs above all).
+            let kept: Vec<&String> = pod_env
+                .iter()
+                .filter(|n| !crate::build::config::PRIVATE_KEY_VARS.contains(&n.as_str()))
+                .collect();
+            assert_eq!(kept, job_env.iter().collect::<Vec<_>>(), "{svc:?}");
+        }
+        // The pods that sign do get their keys.
+        let booking: Vec<String> = service_env(ServiceKind::Booking, &mbs.spec, &instance())
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(booking.iter().any(|n| n == "SERVICE_TOKEN_SIGNING_KEY"));
     }
 
     #[test]

@@ -285,6 +285,10 @@ pub struct Resolved {
     pub user_token_key_generated: bool,
     /// The keys user tokens are accepted with (the signing key's first).
     pub user_token_keys: Vec<tokens::VerificationKey>,
+    /// Booking's service-token signing key (PKCS#8 PEM), generated once and kept.
+    pub service_token_signing_key: String,
+    /// The keys booking's service tokens are accepted with (its signing key's).
+    pub service_token_keys: Vec<tokens::VerificationKey>,
     /// URLs of external stores, read from their Secrets (only for hashing: pods read the
     /// Secret themselves through `secretKeyRef`).
     pub external_urls: BTreeMap<StoreKind, String>,
@@ -550,6 +554,11 @@ pub(crate) mod test_support {
             user_token_keys: vec![super::tokens::VerificationKey {
                 kid: "0123456789abcdef".into(),
                 pem: "-----BEGIN PUBLIC KEY-----\ntest\n-----END PUBLIC KEY-----\n".into(),
+            }],
+            service_token_signing_key: "<test service-token key>".into(),
+            service_token_keys: vec![super::tokens::VerificationKey {
+                kid: "fedcba9876543210".into(),
+                pem: "-----BEGIN PUBLIC KEY-----\nservice\n-----END PUBLIC KEY-----\n".into(),
             }],
             ..Resolved::default()
         }

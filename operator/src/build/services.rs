@@ -26,8 +26,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{
     CINEMA_RESOLVE_SECONDS, POSTGRES_CONNECTION_BUDGET, cinema_grpc_service_name, config_map_name,
-    jwt_env, plain_env, pod_ceiling, pool_size, store_url_env, ticket_key_env,
-    user_token_public_keys_env, user_token_signing_key_env,
+    plain_env, pod_ceiling, pool_size, service_token_public_keys_env,
+    service_token_signing_key_env, store_url_env, ticket_key_env, user_token_public_keys_env,
+    user_token_signing_key_env,
 };
 use super::{
     CONFIG_HASH_ANNOTATION, Instance, ServiceKind, default_resources, pull_secrets,
@@ -66,12 +67,21 @@ pub fn service_env(
         let pool = pool_size(POSTGRES_CONNECTION_BUDGET, pod_ceiling(svc.spec(spec)));
         env.push(plain_env("DB_MAX_CONNECTIONS", pool.to_string()));
     }
-    env.push(jwt_env(spec, inst));
+    // No pod gets `JWT_SECRET`: every token is ES256, each private key goes to the one
+    // service that signs with it, and the others get public keys only. (A service given no
+    // key variable at all would derive development keys from the public default secret.)
     env.push(user_token_public_keys_env(inst));
     match svc {
         ServiceKind::User => env.push(user_token_signing_key_env(spec, inst)),
-        ServiceKind::Booking => env.push(ticket_key_env(inst)),
+        ServiceKind::Booking => {
+            env.push(ticket_key_env(inst));
+            env.push(service_token_signing_key_env(inst));
+        }
         _ => {}
+    }
+    // The services booking calls verify its tokens; the others accept no service token.
+    if matches!(svc, ServiceKind::Cinema | ServiceKind::Payment) {
+        env.push(service_token_public_keys_env(inst));
     }
     for extra in &svc.spec(spec).env {
         env.retain(|e| e.name != extra.name);
@@ -404,8 +414,8 @@ mod tests {
                 "GRPC_PORT",
                 "DATABASE_URL",
                 "DB_MAX_CONNECTIONS",
-                "JWT_SECRET",
-                "USER_TOKEN_PUBLIC_KEYS"
+                "USER_TOKEN_PUBLIC_KEYS",
+                "SERVICE_TOKEN_PUBLIC_KEYS"
             ]
         );
         assert_eq!(
@@ -415,7 +425,6 @@ mod tests {
                 "MONGODB_URL",
                 "REDIS_URL",
                 "RABBITMQ_URL",
-                "JWT_SECRET",
                 "USER_TOKEN_PUBLIC_KEYS"
             ]
         );
@@ -425,9 +434,9 @@ mod tests {
                 "PORT",
                 "MONGODB_URL",
                 "RABBITMQ_URL",
-                "JWT_SECRET",
                 "USER_TOKEN_PUBLIC_KEYS",
-                "TICKET_SIGNING_KEY"
+                "TICKET_SIGNING_KEY",
+                "SERVICE_TOKEN_SIGNING_KEY"
             ]
         );
         let user = names(ServiceKind::User);
@@ -449,11 +458,27 @@ mod tests {
             }
         }
         for svc in ServiceKind::ALL {
+            let has = |var: &str| names(svc).iter().any(|n| n == var);
             assert_eq!(
-                names(svc).contains(&"USER_TOKEN_SIGNING_KEY".to_owned()),
+                has("USER_TOKEN_SIGNING_KEY"),
                 svc == ServiceKind::User,
-                "only the user service holds the signing key ({svc:?})"
+                "only the user service holds the user-token key ({svc:?})"
             );
+            assert_eq!(
+                has("SERVICE_TOKEN_SIGNING_KEY"),
+                svc == ServiceKind::Booking,
+                "only booking holds the service-token key ({svc:?})"
+            );
+            // The services booking calls verify its tokens with its public key; no pod holds
+            // the old shared secret, and every pod has a key variable set, so none derives
+            // development keys from a default secret.
+            assert_eq!(
+                has("SERVICE_TOKEN_PUBLIC_KEYS"),
+                matches!(svc, ServiceKind::Cinema | ServiceKind::Payment),
+                "{svc:?}"
+            );
+            assert!(has("USER_TOKEN_PUBLIC_KEYS"), "{svc:?}");
+            assert!(!has("JWT_SECRET"), "{svc:?}");
         }
     }
 

@@ -172,7 +172,7 @@ pub async fn run(booker: &Booker) -> Result<Report> {
     let bookings = booker.store.all().await?;
     let token = booker
         .keys
-        .issue_service_token(crate::SERVICE_NAME)
+        .service_token(crate::SERVICE_NAME)
         .map_err(crate::error::BookingError::internal)?;
     let payments: HashMap<String, Vec<Transaction>> = futures::stream::iter(&bookings)
         .map(|b| {

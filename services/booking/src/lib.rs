@@ -69,6 +69,15 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<Booker>> {
         &config.jwt_issuer,
         Duration::from_secs(86_400),
     )?);
+    // Every call to payment and cinema carries booking's own token: without the key to sign
+    // it nothing could be charged or held, so say so at start rather than on the first call.
+    if !keys.signs_service_tokens() {
+        anyhow::bail!(
+            "{} is required once any token key is set: booking signs its calls to payment \
+             and cinema with it",
+            moviebook_common::auth::SERVICE_SIGNING_KEY_VAR
+        );
+    }
     let cinema = CinemaClient::new(
         &config.cinema_grpc_url,
         config.upstream_timeout,

@@ -93,9 +93,11 @@ impl Booker {
         }
     }
 
+    /// Booking's own token for a call to payment (reused for two minutes, shared with the
+    /// gRPC calls to cinema: see `JwtKeys::service_token`).
     fn service_token(&self) -> Result<String> {
         self.keys
-            .issue_service_token(SERVICE_NAME)
+            .service_token(SERVICE_NAME)
             .map_err(BookingError::internal)
     }
 

@@ -72,8 +72,9 @@ async fn hostile_inputs_get_codes_and_never_a_5xx() {
         roles: vec![],
     })
     .expect("sign");
-    // What any holder of the shared service secret could make: a user's claims, HS256, with
-    // the user audience. User tokens are ES256 from the user service's key alone.
+    // What a holder of the secret could make when it was shared: a user's claims, HS256,
+    // with the user audience. Every token is ES256 now, user tokens from the user service's
+    // key alone.
     let secret_signed_user = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": user_id, "iss": "moviebook", "aud": "moviebook",

@@ -5,14 +5,21 @@
 //!   Kong at the edge, holds only the public keys (`USER_TOKEN_PUBLIC_KEYS`), so a compromised
 //!   booking or notification pod cannot mint a session for anybody. The header's `kid` picks
 //!   the verification key, which is what lets two keys be valid at once during a rotation.
-//! - **Service tokens** (`aud = "moviebook-internal"`, HS256 with `JWT_SECRET`, role
-//!   `service`): short-lived tokens a service mints for its own calls to another service. A
-//!   user token can never carry the `service` role and a service token can never pass as a
-//!   user token: each kind is checked for its own audience and shape.
+//! - **Service tokens** (`aud = "moviebook-internal"`, ES256, role `service`): short-lived
+//!   tokens a service mints for its own calls to another service. Only the booking service
+//!   calls others in its own name, so only it holds a service-token key
+//!   (`SERVICE_TOKEN_SIGNING_KEY`); the callees hold its public keys
+//!   (`SERVICE_TOKEN_PUBLIC_KEYS`), and a token signed with one of them passes only with
+//!   `sub = booking-service`. A compromised payment or notification pod can therefore mint
+//!   nothing: neither a session nor booking's identity (which charges and refunds).
 //!
-//! With neither key variable set (`make dev`, tests) a development P-256 key is derived from
-//! `JWT_SECRET`, so processes sharing the secret agree without any set-up (and say so in a
-//! warning).
+//! A user token can never carry the `service` role and a service token can never pass as a
+//! user token: each kind is checked for its own key, audience and shape. HS256 is refused.
+//!
+//! With none of the four key variables set (`make dev`, tests) development P-256 keys of both
+//! kinds are derived from `JWT_SECRET`, so processes sharing the secret agree without any
+//! set-up (and say so in a warning). Once any of them is set, each kind uses only its own
+//! variables: a kind left without keys is refused, never derived from a secret.
 //!
 //! Verification answers a distinct [`AuthError`] for each way a token can be wrong, so clients
 //! and logs can tell an expired session from a forged token.
@@ -50,6 +57,16 @@ pub const SIGNING_KEY_VAR: &str = "USER_TOKEN_SIGNING_KEY";
 /// The keys user tokens are verified with: one or more SPKI PEM P-256 public keys, one after
 /// the other (two during a rotation).
 pub const PUBLIC_KEYS_VAR: &str = "USER_TOKEN_PUBLIC_KEYS";
+/// The calling service's own service-token key (a PKCS#8 PEM P-256 key; booking's alone).
+pub const SERVICE_SIGNING_KEY_VAR: &str = "SERVICE_TOKEN_SIGNING_KEY";
+/// The keys booking-service tokens are verified with (SPKI PEMs, two during a rotation).
+pub const SERVICE_PUBLIC_KEYS_VAR: &str = "SERVICE_TOKEN_PUBLIC_KEYS";
+/// How long a minted service token is reused ([`JwtKeys::service_token`]). Tokens live
+/// [`SERVICE_TOKEN_SECS`]; renewing well before that leaves room for clock skew and a request
+/// in flight, and lets the callee answer a repeated token from memory.
+pub const SERVICE_TOKEN_REUSE: Duration = Duration::from_secs(120);
+/// Lifetime of a service token.
+pub const SERVICE_TOKEN_SECS: i64 = 300;
 
 /// The role that lets a token read and change other users' data.
 pub const ADMIN_ROLE: &str = "admin";
@@ -123,7 +140,7 @@ pub enum AuthError {
     Expired,
     #[error("token issuer is not accepted")]
     WrongIssuer,
-    #[error("token algorithm is not accepted (ES256 user tokens, HS256 service tokens)")]
+    #[error("token algorithm is not accepted (ES256 only)")]
     UnsupportedAlgorithm,
     #[error(
         "token audience is not accepted here (a service token used as a user's or the reverse)"
@@ -159,11 +176,13 @@ impl IntoResponse for AuthError {
     }
 }
 
-/// A user-token verification key and its id.
+/// A verification key, its id and, for a service-token key, the one service whose tokens it
+/// signs (`None`: any service's, the development key only).
 #[derive(Clone)]
-struct UserKey {
+struct VerifyingKey {
     kid: String,
     decoding: DecodingKey,
+    owner: Option<&'static str>,
 }
 
 /// How long a verified token is remembered at most. Its own `exp` bounds it too; this bound
@@ -225,15 +244,24 @@ fn still_valid(exp: i64, now: i64) -> bool {
 /// Signing and verification keys with the issuer and token lifetime.
 #[derive(Clone)]
 pub struct JwtKeys {
-    /// HS256 key of service tokens (`JWT_SECRET`).
-    service_encoding: EncodingKey,
-    service_decoding: DecodingKey,
+    /// This service's own service-token key and its `kid`; only the booking service has one.
+    service_signing: Option<Signer>,
+    service_verifying: Vec<VerifyingKey>,
     /// The user-token signing key and its `kid`; only the user service has one.
-    user_signing: Option<(String, EncodingKey)>,
-    user_verifying: Vec<UserKey>,
+    user_signing: Option<Signer>,
+    user_verifying: Vec<VerifyingKey>,
     issuer: String,
     ttl: Duration,
     verified: VerifiedTokens,
+    /// The service token this process last minted for itself ([`JwtKeys::service_token`]).
+    minted: Arc<std::sync::Mutex<Option<Minted>>>,
+}
+
+/// A service token minted by this process, for whom and when.
+struct Minted {
+    service: String,
+    at: std::time::Instant,
+    token: String,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -242,10 +270,19 @@ impl std::fmt::Debug for JwtKeys {
             .field("issuer", &self.issuer)
             .field("ttl", &self.ttl)
             .field("signs_user_tokens", &self.user_signing.is_some())
+            .field("signs_service_tokens", &self.service_signing.is_some())
             .field(
                 "user_key_ids",
                 &self
                     .user_verifying
+                    .iter()
+                    .map(|k| &k.kid)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "service_key_ids",
+                &self
+                    .service_verifying
                     .iter()
                     .map(|k| &k.kid)
                     .collect::<Vec<_>>(),
@@ -271,8 +308,18 @@ pub fn key_id(public: &PublicKey) -> String {
 
 /// The development user-token key every process derives from the same `JWT_SECRET`.
 pub fn dev_user_key(secret: &str) -> SecretKey {
+    dev_key(b"moviebook dev user-token key\0", secret)
+}
+
+/// The development service-token key every process derives from the same `JWT_SECRET` (a
+/// different key from [`dev_user_key`]'s, so the kinds stay apart in development too).
+pub fn dev_service_key(secret: &str) -> SecretKey {
+    dev_key(b"moviebook dev service-token key\0", secret)
+}
+
+fn dev_key(label: &[u8], secret: &str) -> SecretKey {
     let mut seed = Sha256::new()
-        .chain_update(b"moviebook dev user-token key\0")
+        .chain_update(label)
         .chain_update(secret.as_bytes())
         .finalize();
     loop {
@@ -315,11 +362,74 @@ pub fn parse_public_keys(text: &str) -> Result<Vec<PublicKey>, String> {
     Ok(keys)
 }
 
-fn user_key(public: &PublicKey) -> UserKey {
-    UserKey {
+fn verifying_key(public: &PublicKey, owner: Option<&'static str>) -> VerifyingKey {
+    VerifyingKey {
         kid: key_id(public),
         decoding: DecodingKey::from_ec_der(public.to_encoded_point(false).as_bytes()),
+        owner,
     }
+}
+
+/// Adds `key` to `keys` unless a key with its id is there already.
+fn push_new(keys: &mut Vec<VerifyingKey>, key: VerifyingKey) {
+    if !keys.iter().any(|k| k.kid == key.kid) {
+        keys.push(key);
+    }
+}
+
+/// Explicit key material, as the four environment variables hold it (PEM text).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyMaterial<'a> {
+    /// `USER_TOKEN_SIGNING_KEY`: the user service's private key.
+    pub user_signing: Option<&'a str>,
+    /// `USER_TOKEN_PUBLIC_KEYS`: the keys user tokens are accepted with.
+    pub user_public: Option<&'a str>,
+    /// `SERVICE_TOKEN_SIGNING_KEY`: the booking service's own private key.
+    pub service_signing: Option<&'a str>,
+    /// `SERVICE_TOKEN_PUBLIC_KEYS`: the keys booking-service tokens are accepted with.
+    pub service_public: Option<&'a str>,
+}
+
+impl KeyMaterial<'_> {
+    /// Whether nothing is set: the development keys are then derived from the secret.
+    pub fn is_empty(&self) -> bool {
+        self.user_signing.is_none()
+            && self.user_public.is_none()
+            && self.service_signing.is_none()
+            && self.service_public.is_none()
+    }
+}
+
+/// A signing key and its `kid`.
+type Signer = (String, EncodingKey);
+
+/// One kind's keys from its signing PEM and public PEMs: the signing key (if any) and the
+/// verification keys (the signing key's own first, duplicates dropped). Errors name the
+/// variable and never echo the value.
+fn kind_keys(
+    signing_pem: Option<&str>,
+    public_pems: Option<&str>,
+    vars: (&str, &str),
+    owner: Option<&'static str>,
+) -> Result<(Option<Signer>, Vec<VerifyingKey>), ConfigError> {
+    let invalid = |var: &str, reason: String| ConfigError::Invalid {
+        var: var.to_owned(),
+        value: "<redacted>".into(),
+        reason,
+    };
+    let mut signer = None;
+    let mut verifying = Vec::new();
+    if let Some(pem) = signing_pem {
+        let key = parse_signing_key(pem).map_err(|r| invalid(vars.0, r))?;
+        signer = Some(signing(&key).map_err(|r| invalid(vars.0, r))?);
+        verifying.push(verifying_key(&key.public_key(), owner));
+    }
+    if let Some(text) = public_pems {
+        for public in parse_public_keys(text).map_err(|r| invalid(vars.1, r))? {
+            push_new(&mut verifying, verifying_key(&public, owner));
+        }
+    }
+    Ok((signer, verifying))
 }
 
 fn signing(key: &SecretKey) -> Result<(String, EncodingKey), String> {
@@ -356,81 +466,96 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Cla
 }
 
 impl JwtKeys {
-    /// Keys for `make dev` and tests: service tokens with `secret`, user tokens with the
-    /// development key derived from it (so this value both signs and verifies them).
+    /// Keys for `make dev` and tests: the development keys of both kinds derived from
+    /// `secret`, so this value signs and verifies user tokens and any service's tokens.
     pub fn new(secret: &str, issuer: &str, ttl: Duration) -> Self {
-        let key = dev_user_key(secret);
-        let mut keys = Self::service_only(secret, issuer, ttl);
-        keys.user_verifying = vec![user_key(&key.public_key())];
+        let user = dev_user_key(secret);
+        let service = dev_service_key(secret);
+        let mut keys = Self::empty(issuer, ttl);
+        keys.user_verifying = vec![verifying_key(&user.public_key(), None)];
+        keys.service_verifying = vec![verifying_key(&service.public_key(), None)];
         // The DER of a valid key always encodes; without it the keys only verify.
-        keys.user_signing = signing(&key).ok();
+        keys.user_signing = signing(&user).ok();
+        keys.service_signing = signing(&service).ok();
         keys
     }
 
-    fn service_only(secret: &str, issuer: &str, ttl: Duration) -> Self {
+    fn empty(issuer: &str, ttl: Duration) -> Self {
         Self {
-            service_encoding: EncodingKey::from_secret(secret.as_bytes()),
-            service_decoding: DecodingKey::from_secret(secret.as_bytes()),
+            service_signing: None,
+            service_verifying: Vec::new(),
             user_signing: None,
             user_verifying: Vec::new(),
             issuer: issuer.to_owned(),
             ttl,
             verified: VerifiedTokens::new(),
+            minted: Arc::default(),
         }
     }
 
-    /// Keys from explicit user-token key material: the signing key (user service only) and
-    /// the verification keys. With neither, the development keys of [`JwtKeys::new`].
-    pub fn with_user_keys(
+    /// Keys from explicit key material; with none at all, the development keys of
+    /// [`JwtKeys::new`]. Each kind uses only its own material: a kind with none is refused
+    /// (and cannot be issued), so setting the user keys never leaves service tokens open to
+    /// whoever knows `secret`.
+    pub fn from_material(
         secret: &str,
-        signing_pem: Option<&str>,
-        public_pems: Option<&str>,
+        material: &KeyMaterial<'_>,
         issuer: &str,
         ttl: Duration,
     ) -> Result<Self, ConfigError> {
-        let invalid = |var: &str, reason: String| ConfigError::Invalid {
-            var: var.to_owned(),
-            value: "<redacted>".into(),
-            reason,
-        };
-        if signing_pem.is_none() && public_pems.is_none() {
+        if material.is_empty() {
             return Ok(Self::new(secret, issuer, ttl));
         }
-        let mut keys = Self::service_only(secret, issuer, ttl);
-        if let Some(pem) = signing_pem {
-            let key = parse_signing_key(pem).map_err(|r| invalid(SIGNING_KEY_VAR, r))?;
-            keys.user_signing = Some(signing(&key).map_err(|r| invalid(SIGNING_KEY_VAR, r))?);
-            keys.user_verifying.push(user_key(&key.public_key()));
-        }
-        if let Some(text) = public_pems {
-            for public in parse_public_keys(text).map_err(|r| invalid(PUBLIC_KEYS_VAR, r))? {
-                let key = user_key(&public);
-                if !keys.user_verifying.iter().any(|k| k.kid == key.kid) {
-                    keys.user_verifying.push(key);
-                }
-            }
-        }
+        let mut keys = Self::empty(issuer, ttl);
+        (keys.user_signing, keys.user_verifying) = kind_keys(
+            material.user_signing,
+            material.user_public,
+            (SIGNING_KEY_VAR, PUBLIC_KEYS_VAR),
+            None,
+        )?;
+        (keys.service_signing, keys.service_verifying) = kind_keys(
+            material.service_signing,
+            material.service_public,
+            (SERVICE_SIGNING_KEY_VAR, SERVICE_PUBLIC_KEYS_VAR),
+            Some(BOOKING_SERVICE),
+        )?;
         Ok(keys)
     }
 
-    /// [`JwtKeys::with_user_keys`] from `USER_TOKEN_SIGNING_KEY` and `USER_TOKEN_PUBLIC_KEYS`;
-    /// warns when it falls back to the development key.
+    /// [`JwtKeys::from_material`] from the four key variables; warns when it falls back to
+    /// the development keys, or when one kind has no keys at all.
     pub fn from_env(secret: &str, issuer: &str, ttl: Duration) -> Result<Self, ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let (signing_pem, public_pems) = (var(SIGNING_KEY_VAR), var(PUBLIC_KEYS_VAR));
-        if signing_pem.is_none() && public_pems.is_none() {
+        let values = [
+            var(SIGNING_KEY_VAR),
+            var(PUBLIC_KEYS_VAR),
+            var(SERVICE_SIGNING_KEY_VAR),
+            var(SERVICE_PUBLIC_KEYS_VAR),
+        ];
+        let material = KeyMaterial {
+            user_signing: values[0].as_deref(),
+            user_public: values[1].as_deref(),
+            service_signing: values[2].as_deref(),
+            service_public: values[3].as_deref(),
+        };
+        if material.is_empty() {
             tracing::warn!(
-                "{SIGNING_KEY_VAR} and {PUBLIC_KEYS_VAR} are unset: user tokens use a development \
-                 key derived from JWT_SECRET, so every holder of that secret can mint them"
+                "no token keys are set ({SIGNING_KEY_VAR}, {PUBLIC_KEYS_VAR}, \
+                 {SERVICE_SIGNING_KEY_VAR}, {SERVICE_PUBLIC_KEYS_VAR}): user and service tokens \
+                 use development keys derived from JWT_SECRET, so every holder of that secret \
+                 can mint them"
             );
         }
-        Self::with_user_keys(
-            secret,
-            signing_pem.as_deref(),
-            public_pems.as_deref(),
-            issuer,
-            ttl,
-        )
+        let keys = Self::from_material(secret, &material, issuer, ttl)?;
+        if !material.is_empty() {
+            if keys.user_verifying.is_empty() {
+                tracing::warn!("no user-token keys are set: every user token is refused");
+            }
+            if keys.service_verifying.is_empty() {
+                tracing::warn!("no service-token keys are set: every service token is refused");
+            }
+        }
+        Ok(keys)
     }
 
     pub fn issuer(&self) -> &str {
@@ -444,6 +569,20 @@ impl JwtKeys {
     /// Whether these keys can issue user tokens (only the user service's can, in a cluster).
     pub fn signs_user_tokens(&self) -> bool {
         self.user_signing.is_some()
+    }
+
+    /// Whether these keys can issue service tokens (only the booking service's can, in a
+    /// cluster).
+    pub fn signs_service_tokens(&self) -> bool {
+        self.service_signing.is_some()
+    }
+
+    /// The ids of the keys service tokens are accepted with.
+    pub fn service_key_ids(&self) -> Vec<&str> {
+        self.service_verifying
+            .iter()
+            .map(|k| k.kid.as_str())
+            .collect()
     }
 
     /// The ids of the keys user tokens are accepted with.
@@ -477,49 +616,64 @@ impl JwtKeys {
         self.sign(&claims)
     }
 
-    /// A short-lived token a service uses to call another service on its own behalf.
+    /// A new short-lived token a service uses to call another service on its own behalf.
     pub fn issue_service_token(&self, service: &str) -> Result<String, AuthError> {
         let now = chrono::Utc::now().timestamp();
         self.sign(&Claims {
             sub: service.to_owned(),
             iss: self.issuer.clone(),
             iat: now,
-            exp: now + 300,
+            exp: now + SERVICE_TOKEN_SECS,
             email: None,
             roles: vec![SERVICE_ROLE.to_owned()],
         })
     }
 
+    /// `service`'s own token for a call: the one minted less than [`SERVICE_TOKEN_REUSE`]
+    /// ago, else a new one. One signature per two minutes instead of one per call, and the
+    /// callee verifies a token it has seen from memory. Clones of these keys share it.
+    pub fn service_token(&self, service: &str) -> Result<String, AuthError> {
+        // The slot holds a complete value or none: a panic elsewhere cannot leave it torn.
+        let mut minted = self.minted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = minted.as_ref()
+            && m.service == service
+            && m.at.elapsed() < SERVICE_TOKEN_REUSE
+        {
+            return Ok(m.token.clone());
+        }
+        let token = self.issue_service_token(service)?;
+        *minted = Some(Minted {
+            service: service.to_owned(),
+            at: std::time::Instant::now(),
+            token: token.clone(),
+        });
+        Ok(token)
+    }
+
     /// Signs claims as MovieBook would: claims with the `service` role as a service token,
     /// any others as a user token (tests use it to make expired or foreign tokens).
     pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
-        if claims.is_service() {
-            let signed = Signed {
-                claims,
-                aud: SERVICE_AUDIENCE,
-            };
-            return jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                &signed,
-                &self.service_encoding,
+        let (signer, var, aud) = if claims.is_service() {
+            (
+                &self.service_signing,
+                SERVICE_SIGNING_KEY_VAR,
+                SERVICE_AUDIENCE,
             )
-            .map_err(|e| AuthError::Issue(e.to_string()));
-        }
-        let (kid, key) = self
-            .user_signing
+        } else {
+            (&self.user_signing, SIGNING_KEY_VAR, USER_AUDIENCE)
+        };
+        let (kid, key) = signer
             .as_ref()
-            .ok_or_else(|| AuthError::Issue(format!("this service holds no {SIGNING_KEY_VAR}")))?;
+            .ok_or_else(|| AuthError::Issue(format!("this service holds no {var}")))?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.clone());
-        let signed = Signed {
-            claims,
-            aud: USER_AUDIENCE,
-        };
-        jsonwebtoken::encode(&header, &signed, key).map_err(|e| AuthError::Issue(e.to_string()))
+        jsonwebtoken::encode(&header, &Signed { claims, aud }, key)
+            .map_err(|e| AuthError::Issue(e.to_string()))
     }
 
-    /// Verifies algorithm, signature, issuer, audience, expiry and the token's kind: an ES256
-    /// user token (never with the `service` role) or an HS256 service token (always with it).
+    /// Verifies algorithm, signature, issuer, audience, expiry and the token's kind: a user
+    /// token (never with the `service` role) or a service token (always with it, and with the
+    /// `sub` its key belongs to), both ES256.
     ///
     /// A token this process verified before answers from memory, its expiry checked again
     /// (see [`VerifiedTokens`]); the answer is the same as [`JwtKeys::verify_uncached`]'s.
@@ -539,36 +693,41 @@ impl JwtKeys {
         // Check the algorithm ourselves first: `alg: none` and RS tokens must say so instead
         // of surfacing as a generic decoding error.
         let header = raw_header(token)?;
-        match header.alg.as_str() {
-            "ES256" => {
-                // An unknown or missing kid: no key of ours signed it.
-                let key = header
-                    .kid
-                    .and_then(|kid| self.user_verifying.iter().find(|k| k.kid == kid))
-                    .ok_or(AuthError::BadSignature)?;
-                let claims = decode(
-                    token,
-                    &key.decoding,
-                    &validation(Algorithm::ES256, &self.issuer, USER_AUDIENCE),
-                )?;
-                if claims.is_service() {
-                    return Err(AuthError::WrongAudience);
-                }
-                Ok(claims)
-            }
-            "HS256" => {
-                let claims = decode(
-                    token,
-                    &self.service_decoding,
-                    &validation(Algorithm::HS256, &self.issuer, SERVICE_AUDIENCE),
-                )?;
-                if !claims.is_service() {
-                    return Err(AuthError::WrongAudience);
-                }
-                Ok(claims)
-            }
-            _ => Err(AuthError::UnsupportedAlgorithm),
+        if header.alg != "ES256" {
+            return Err(AuthError::UnsupportedAlgorithm);
         }
+        // The kid picks the key, and the key's kind the audience and shape the token must
+        // have. An unknown or missing kid: no key of ours signed it.
+        let kid = header.kid.ok_or(AuthError::BadSignature)?;
+        if let Some(key) = self.service_verifying.iter().find(|k| k.kid == kid) {
+            let claims = decode(
+                token,
+                &key.decoding,
+                &validation(Algorithm::ES256, &self.issuer, SERVICE_AUDIENCE),
+            )?;
+            if !claims.is_service() {
+                return Err(AuthError::WrongAudience);
+            }
+            // A service's key speaks for that service alone.
+            if key.owner.is_some_and(|owner| owner != claims.sub) {
+                return Err(AuthError::BadSignature);
+            }
+            return Ok(claims);
+        }
+        let key = self
+            .user_verifying
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(AuthError::BadSignature)?;
+        let claims = decode(
+            token,
+            &key.decoding,
+            &validation(Algorithm::ES256, &self.issuer, USER_AUDIENCE),
+        )?;
+        if claims.is_service() {
+            return Err(AuthError::WrongAudience);
+        }
+        Ok(claims)
     }
 }
 
@@ -860,8 +1019,9 @@ mod tests {
         key.public_key().to_public_key_pem(LineEnding::LF).unwrap()
     }
 
-    /// An HS256 token over `claims` with the shared secret: what any service could make.
-    /// `aud: None` leaves the audience out (the tokens of the release before audiences).
+    /// An HS256 token over `claims` with the development secret: what every service could
+    /// make before service tokens were ES256. `aud: None` leaves the audience out (the tokens
+    /// of the release before audiences).
     fn hs256(claims: &Claims, aud: Option<&str>) -> String {
         let key = EncodingKey::from_secret(SECRET.as_bytes());
         let header = Header::new(Algorithm::HS256);
@@ -880,38 +1040,72 @@ mod tests {
         jsonwebtoken::encode(&header, &Signed { claims, aud }, &enc).unwrap()
     }
 
-    /// The cluster's shape: the user service signs, the others hold the public key and the
-    /// shared service secret.
-    fn cluster() -> (JwtKeys, JwtKeys, SecretKey) {
-        let key = dev_user_key("a key only the user service has");
-        let user = JwtKeys::with_user_keys(
-            SECRET,
-            Some(&pem(&key)),
-            None,
-            "moviebook",
-            Duration::from_secs(600),
-        )
+    fn from(material: KeyMaterial<'_>) -> Result<JwtKeys, ConfigError> {
+        JwtKeys::from_material(SECRET, &material, "moviebook", Duration::from_secs(600))
+    }
+
+    /// The cluster's keys, as the operator hands them out.
+    struct Cluster {
+        /// User-token signing key, service-token public key.
+        user: JwtKeys,
+        /// User-token public key, service-token signing key.
+        booking: JwtKeys,
+        /// Both public keys only (payment, cinema, notification).
+        payment: JwtKeys,
+        user_key: SecretKey,
+        service_key: SecretKey,
+    }
+
+    fn cluster() -> Cluster {
+        let user_key = dev_user_key("a key only the user service has");
+        let service_key = dev_service_key("a key only the booking service has");
+        let (user_pem, user_pub) = (pem(&user_key), public_pem(&user_key));
+        let (service_pem, service_pub) = (pem(&service_key), public_pem(&service_key));
+        let user = from(KeyMaterial {
+            user_signing: Some(&user_pem),
+            service_public: Some(&service_pub),
+            ..KeyMaterial::default()
+        })
         .unwrap();
-        let booking = JwtKeys::with_user_keys(
-            SECRET,
-            None,
-            Some(&public_pem(&key)),
-            "moviebook",
-            Duration::from_secs(600),
-        )
+        let booking = from(KeyMaterial {
+            user_public: Some(&user_pub),
+            service_signing: Some(&service_pem),
+            ..KeyMaterial::default()
+        })
         .unwrap();
-        (user, booking, key)
+        let payment = from(KeyMaterial {
+            user_public: Some(&user_pub),
+            service_public: Some(&service_pub),
+            ..KeyMaterial::default()
+        })
+        .unwrap();
+        Cluster {
+            user,
+            booking,
+            payment,
+            user_key,
+            service_key,
+        }
+    }
+
+    fn service_claims(sub: &str) -> Claims {
+        Claims {
+            sub: sub.into(),
+            roles: vec![SERVICE_ROLE.into()],
+            email: None,
+            ..claims(600, "moviebook")
+        }
     }
 
     #[test]
     fn user_tokens_are_es256_with_kid_and_audience() {
-        let (user, booking, key) = cluster();
-        let token = user.issue("user-1", None, &[]).unwrap();
+        let c = cluster();
+        let token = c.user.issue("user-1", None, &[]).unwrap();
         let header = raw_header(&token).unwrap();
         assert_eq!(header.alg, "ES256");
         assert_eq!(
             header.kid.as_deref(),
-            Some(key_id(&key.public_key()).as_str())
+            Some(key_id(&c.user_key.public_key()).as_str())
         );
         let payload: serde_json::Value = serde_json::from_slice(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -920,64 +1114,151 @@ mod tests {
         )
         .unwrap();
         assert_eq!(payload["aud"], USER_AUDIENCE);
-        assert_eq!(booking.verify(&token).unwrap().sub, "user-1");
-        assert_eq!(user.verify(&token).unwrap().sub, "user-1");
+        assert_eq!(c.booking.verify(&token).unwrap().sub, "user-1");
+        assert_eq!(c.payment.verify(&token).unwrap().sub, "user-1");
+        assert_eq!(c.user.verify(&token).unwrap().sub, "user-1");
     }
 
     #[test]
     fn a_verifier_cannot_mint_user_tokens() {
-        let (_, booking, _) = cluster();
-        assert!(!booking.signs_user_tokens());
+        let c = cluster();
+        assert!(!c.booking.signs_user_tokens());
         assert!(matches!(
-            booking.issue("user-1", None, &[]),
+            c.booking.issue("user-1", None, &[]),
             Err(AuthError::Issue(_))
         ));
-        // What a service holding the shared secret could forge: an HS256 token with a user's
-        // claims, with either audience.
+        // What a service holding the development secret could forge: an HS256 token with a
+        // user's claims, with either audience.
         let forged = |aud| hs256(&claims(600, "moviebook"), Some(aud));
+        for aud in [SERVICE_AUDIENCE, USER_AUDIENCE] {
+            assert_eq!(
+                c.payment.verify(&forged(aud)),
+                Err(AuthError::UnsupportedAlgorithm)
+            );
+        }
+    }
+
+    #[test]
+    fn only_booking_mints_service_tokens_and_only_as_itself() {
+        let c = cluster();
+        assert!(c.booking.signs_service_tokens());
+        for other in [&c.user, &c.payment] {
+            assert!(!other.signs_service_tokens());
+            assert!(matches!(
+                other.issue_service_token(BOOKING_SERVICE),
+                Err(AuthError::Issue(_))
+            ));
+        }
+        let token = c.booking.issue_service_token(BOOKING_SERVICE).unwrap();
+        let header = raw_header(&token).unwrap();
+        assert_eq!(header.alg, "ES256");
         assert_eq!(
-            booking.verify(&forged(SERVICE_AUDIENCE)),
-            Err(AuthError::WrongAudience)
+            header.kid.as_deref(),
+            Some(key_id(&c.service_key.public_key()).as_str())
         );
-        assert_eq!(
-            booking.verify(&forged(USER_AUDIENCE)),
-            Err(AuthError::WrongAudience)
-        );
+        for verifier in [&c.user, &c.payment, &c.booking] {
+            assert!(
+                verifier
+                    .verify(&token)
+                    .unwrap()
+                    .is_service_named(BOOKING_SERVICE)
+            );
+        }
+        // Booking's key speaks for booking alone: a token it signs in another name is refused.
+        let as_payment = c.booking.issue_service_token("payment-service").unwrap();
+        assert_eq!(c.payment.verify(&as_payment), Err(AuthError::BadSignature));
+        // The shared secret no longer makes a service token (what a compromised pod would try).
+        let hs = hs256(&service_claims(BOOKING_SERVICE), Some(SERVICE_AUDIENCE));
+        assert_eq!(c.payment.verify(&hs), Err(AuthError::UnsupportedAlgorithm));
+        // Nor does the development key of a secret once real keys are set.
+        let dev = keys().issue_service_token(BOOKING_SERVICE).unwrap();
+        assert_eq!(c.payment.verify(&dev), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn setting_one_kind_of_keys_leaves_the_other_refused_not_derived() {
+        let user_key = dev_user_key("u");
+        let user_pem = pem(&user_key);
+        let only_user = from(KeyMaterial {
+            user_signing: Some(&user_pem),
+            ..KeyMaterial::default()
+        })
+        .unwrap();
+        assert!(only_user.service_key_ids().is_empty());
+        assert!(!only_user.signs_service_tokens());
+        // A service token of the development keys of the very same secret is refused.
+        let dev = JwtKeys::new(SECRET, "moviebook", Duration::from_secs(60));
+        let token = dev.issue_service_token(BOOKING_SERVICE).unwrap();
+        assert_eq!(only_user.verify(&token), Err(AuthError::BadSignature));
+        // And the other way round.
+        let service_pub = public_pem(&dev_service_key("s"));
+        let only_service = from(KeyMaterial {
+            service_public: Some(&service_pub),
+            ..KeyMaterial::default()
+        })
+        .unwrap();
+        assert!(only_service.user_key_ids().is_empty());
+        let session = dev.issue("user-1", None, &[]).unwrap();
+        assert_eq!(only_service.verify(&session), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn development_keys_of_the_two_kinds_differ() {
+        let k = keys();
+        assert_eq!(k.user_key_ids().len(), 1);
+        assert_eq!(k.service_key_ids().len(), 1);
+        assert_ne!(k.user_key_ids(), k.service_key_ids());
+        // Any service name passes with the development key (tests mint several).
+        let token = k.issue_service_token("notification-service").unwrap();
+        assert!(k.verify(&token).is_ok());
     }
 
     #[test]
     fn a_user_token_cannot_claim_the_service_role() {
-        let (user, booking, key) = cluster();
-        assert!(user.issue("x", None, &[SERVICE_ROLE.into()]).is_err());
-        // Even signed with the real key (a bug or a leak), the role makes it a wrong audience.
-        let mut c = claims(600, "moviebook");
-        c.sub = BOOKING_SERVICE.into();
-        c.roles = vec![SERVICE_ROLE.into()];
-        let token = es256(&key, true, &c, USER_AUDIENCE);
-        assert_eq!(booking.verify(&token), Err(AuthError::WrongAudience));
+        let c = cluster();
+        assert!(c.user.issue("x", None, &[SERVICE_ROLE.into()]).is_err());
+        // Even signed with the real user key (a bug or a leak), the role makes it a wrong
+        // audience.
+        let token = es256(
+            &c.user_key,
+            true,
+            &service_claims(BOOKING_SERVICE),
+            USER_AUDIENCE,
+        );
+        assert_eq!(c.payment.verify(&token), Err(AuthError::WrongAudience));
+        // The user key with the internal audience is no service token either.
+        let internal = es256(
+            &c.user_key,
+            true,
+            &service_claims(BOOKING_SERVICE),
+            SERVICE_AUDIENCE,
+        );
+        assert_eq!(c.payment.verify(&internal), Err(AuthError::WrongAudience));
     }
 
     #[test]
     fn a_service_token_is_not_a_user_token_and_back() {
-        let (user, booking, key) = cluster();
-        // A service token relabelled with the user audience.
-        let c = Claims {
-            roles: vec![SERVICE_ROLE.into()],
-            ..claims(600, "moviebook")
-        };
-        let relabelled = hs256(&c, Some(USER_AUDIENCE));
-        assert_eq!(booking.verify(&relabelled), Err(AuthError::WrongAudience));
-        // A user-key token with the internal audience.
-        let c = claims(600, "moviebook");
-        let internal = es256(&key, true, &c, SERVICE_AUDIENCE);
-        assert_eq!(booking.verify(&internal), Err(AuthError::WrongAudience));
-        // A token with no audience at all (what the previous release issued).
-        let legacy = hs256(&c, None);
-        assert_eq!(booking.verify(&legacy), Err(AuthError::WrongAudience));
-        // The genuine service token still passes everywhere.
-        let service = user.issue_service_token(BOOKING_SERVICE).unwrap();
+        let c = cluster();
+        // Booking's key on a user's claims, with either audience.
+        let user_claims = claims(600, "moviebook");
+        for aud in [USER_AUDIENCE, SERVICE_AUDIENCE] {
+            let token = es256(&c.service_key, true, &user_claims, aud);
+            assert_eq!(
+                c.payment.verify(&token),
+                Err(AuthError::WrongAudience),
+                "{aud}"
+            );
+        }
+        // A token with no audience at all (what the release before audiences issued).
+        let legacy = hs256(&user_claims, None);
+        assert_eq!(
+            c.payment.verify(&legacy),
+            Err(AuthError::UnsupportedAlgorithm)
+        );
+        // The genuine service token passes everywhere.
+        let service = c.booking.issue_service_token(BOOKING_SERVICE).unwrap();
         assert!(
-            booking
+            c.payment
                 .verify(&service)
                 .unwrap()
                 .is_service_named(BOOKING_SERVICE)
@@ -986,29 +1267,39 @@ mod tests {
 
     #[test]
     fn unknown_or_missing_kid_is_a_bad_signature() {
-        let (_, booking, _) = cluster();
+        let c = cluster();
         // Signed by a key the verifier does not hold (the dev key of the same secret).
         let stranger = keys().issue("user-1", None, &[]).unwrap();
-        assert_eq!(booking.verify(&stranger), Err(AuthError::BadSignature));
+        assert_eq!(c.booking.verify(&stranger), Err(AuthError::BadSignature));
         // The right key's signature but the kid removed.
-        let key = dev_user_key("a key only the user service has");
-        let no_kid = es256(&key, false, &claims(600, "moviebook"), USER_AUDIENCE);
-        assert_eq!(booking.verify(&no_kid), Err(AuthError::BadSignature));
+        let no_kid = es256(&c.user_key, false, &claims(600, "moviebook"), USER_AUDIENCE);
+        assert_eq!(c.booking.verify(&no_kid), Err(AuthError::BadSignature));
+        let no_kid = es256(
+            &c.service_key,
+            false,
+            &service_claims(BOOKING_SERVICE),
+            SERVICE_AUDIENCE,
+        );
+        assert_eq!(c.payment.verify(&no_kid), Err(AuthError::BadSignature));
     }
 
     #[test]
     fn rotation_accepts_both_keys_while_both_are_listed() {
         let old = dev_user_key("old");
         let new = dev_user_key("new");
-        let ttl = Duration::from_secs(600);
         let both = format!("{}\n{}", public_pem(&old), public_pem(&new));
-        let signer_old =
-            JwtKeys::with_user_keys(SECRET, Some(&pem(&old)), None, "moviebook", ttl).unwrap();
-        let signer_new =
-            JwtKeys::with_user_keys(SECRET, Some(&pem(&new)), Some(&both), "moviebook", ttl)
-                .unwrap();
-        let verifier =
-            JwtKeys::with_user_keys(SECRET, None, Some(&both), "moviebook", ttl).unwrap();
+        let (old_pem, new_pem, new_pub) = (pem(&old), pem(&new), public_pem(&new));
+        let user = |signing, public| {
+            from(KeyMaterial {
+                user_signing: signing,
+                user_public: public,
+                ..KeyMaterial::default()
+            })
+            .unwrap()
+        };
+        let signer_old = user(Some(&old_pem), None);
+        let signer_new = user(Some(&new_pem), Some(&both));
+        let verifier = user(None, Some(&both));
         assert_eq!(verifier.user_key_ids().len(), 2);
         // The new signer lists its own key once.
         assert_eq!(signer_new.user_key_ids().len(), 2);
@@ -1018,25 +1309,110 @@ mod tests {
         assert!(verifier.verify(&after).is_ok());
         assert!(signer_new.verify(&before).is_ok());
         // Once the old key is dropped from the list, its tokens stop working.
-        let only_new =
-            JwtKeys::with_user_keys(SECRET, None, Some(&public_pem(&new)), "moviebook", ttl)
-                .unwrap();
+        let only_new = user(None, Some(&new_pub));
         assert_eq!(only_new.verify(&before), Err(AuthError::BadSignature));
         assert!(only_new.verify(&after).is_ok());
     }
 
     #[test]
+    fn service_key_rotation_accepts_both_keys_while_both_are_listed() {
+        let old = dev_service_key("old");
+        let new = dev_service_key("new");
+        let both = format!("{}{}", public_pem(&old), public_pem(&new));
+        let (old_pem, new_pem) = (pem(&old), pem(&new));
+        let booking = |signing: &str| {
+            from(KeyMaterial {
+                service_signing: Some(signing),
+                ..KeyMaterial::default()
+            })
+            .unwrap()
+        };
+        let payment = from(KeyMaterial {
+            service_public: Some(&both),
+            ..KeyMaterial::default()
+        })
+        .unwrap();
+        assert_eq!(payment.service_key_ids().len(), 2);
+        for signer in [booking(&old_pem), booking(&new_pem)] {
+            let token = signer.issue_service_token(BOOKING_SERVICE).unwrap();
+            assert!(payment.verify(&token).is_ok());
+        }
+    }
+
+    #[test]
     fn bad_key_material_names_the_variable_without_echoing_it() {
-        let ttl = Duration::from_secs(60);
-        let err = JwtKeys::with_user_keys(SECRET, Some("not a key"), None, "m", ttl).unwrap_err();
-        assert!(err.to_string().contains(SIGNING_KEY_VAR), "{err}");
-        assert!(!err.to_string().contains("not a key"), "{err}");
         let pub_pem = public_pem(&dev_user_key("x"));
         let truncated = &pub_pem[..pub_pem.len() - 10];
-        let err = JwtKeys::with_user_keys(SECRET, None, Some(truncated), "m", ttl).unwrap_err();
-        assert!(err.to_string().contains(PUBLIC_KEYS_VAR), "{err}");
         let garbled = pub_pem.replace("MFkw", "MFkx");
-        assert!(JwtKeys::with_user_keys(SECRET, None, Some(&garbled), "m", ttl).is_err());
+        let cases: [(KeyMaterial<'_>, &str); 5] = [
+            (
+                KeyMaterial {
+                    user_signing: Some("not a key"),
+                    ..KeyMaterial::default()
+                },
+                SIGNING_KEY_VAR,
+            ),
+            (
+                KeyMaterial {
+                    user_public: Some(truncated),
+                    ..KeyMaterial::default()
+                },
+                PUBLIC_KEYS_VAR,
+            ),
+            (
+                KeyMaterial {
+                    user_public: Some(&garbled),
+                    ..KeyMaterial::default()
+                },
+                PUBLIC_KEYS_VAR,
+            ),
+            (
+                KeyMaterial {
+                    service_signing: Some("not a key"),
+                    ..KeyMaterial::default()
+                },
+                SERVICE_SIGNING_KEY_VAR,
+            ),
+            (
+                KeyMaterial {
+                    service_public: Some(truncated),
+                    ..KeyMaterial::default()
+                },
+                SERVICE_PUBLIC_KEYS_VAR,
+            ),
+        ];
+        for (material, var) in cases {
+            let err = from(material).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+            assert!(!err.contains("not a key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_own_service_token_is_reused_then_renewed() {
+        let k = keys();
+        let first = k.service_token(BOOKING_SERVICE).unwrap();
+        assert_eq!(k.service_token(BOOKING_SERVICE).unwrap(), first, "reused");
+        // Clones share it; another name gets its own.
+        assert_eq!(k.clone().service_token(BOOKING_SERVICE).unwrap(), first);
+        let other = k.service_token("notification-service").unwrap();
+        assert!(
+            k.verify(&other)
+                .unwrap()
+                .is_service_named("notification-service")
+        );
+        // Past the reuse time a new one is minted.
+        if let Ok(mut slot) = k.minted.lock()
+            && let Some(m) = slot.as_mut()
+        {
+            m.at = std::time::Instant::now() - SERVICE_TOKEN_REUSE;
+        }
+        let _ = k.service_token("notification-service").unwrap();
+        let at = k.minted.lock().unwrap().as_ref().unwrap().at;
+        assert!(
+            at.elapsed() < SERVICE_TOKEN_REUSE,
+            "renewed after the reuse time"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Service credentials on gRPC calls between MovieBook services.
 //!
-//! The caller puts its own service token (`JwtKeys::issue_service_token`) into the
+//! The caller puts its own service token (`JwtKeys::service_token`) into the
 //! `authorization` metadata of every request ([`ServiceBearer`], a tonic interceptor); the
 //! callee lets through only the services it names ([`RequireService`]). Missing, malformed,
 //! forged or expired credentials get `UNAUTHENTICATED`; a valid token of anyone else (a user,
@@ -8,58 +8,34 @@
 //! releases) takes calls from the booking service alone this way, on top of the NetworkPolicy
 //! that keeps other pods from reaching its port at all.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
 use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
 
 use crate::auth::{AuthError, JwtKeys};
 
-/// How long a minted service token is reused. Tokens live 300 s
-/// (`JwtKeys::issue_service_token`); renewing well before that leaves room for clock skew and
-/// a request in flight.
-const REUSE: Duration = Duration::from_secs(120);
-
-/// An `authorization` value and when it was minted.
-type Minted = Option<(Instant, MetadataValue<tonic::metadata::Ascii>)>;
-
-/// Adds `authorization: Bearer <service token>` to every outgoing request, minting a new token
-/// every [`REUSE`] (one HMAC per two minutes, not one per call). Clones share the token.
+/// Adds `authorization: Bearer <service token>` to every outgoing request: the caller's own
+/// token of [`JwtKeys::service_token`], minted once per two minutes and shared with the
+/// caller's REST calls (one signature per two minutes, not one per call).
 #[derive(Clone)]
 pub struct ServiceBearer {
     keys: Arc<JwtKeys>,
     service: &'static str,
-    cached: Arc<Mutex<Minted>>,
 }
 
 impl ServiceBearer {
     pub fn new(keys: Arc<JwtKeys>, service: &'static str) -> Self {
-        Self {
-            keys,
-            service,
-            cached: Arc::new(Mutex::new(None)),
-        }
+        Self { keys, service }
     }
 
     fn header(&self) -> Result<MetadataValue<tonic::metadata::Ascii>, Status> {
-        // The cache holds a complete value or none: a panic elsewhere cannot leave it torn.
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, value)) = cached.as_ref()
-            && at.elapsed() < REUSE
-        {
-            return Ok(value.clone());
-        }
         let token = self
             .keys
-            .issue_service_token(self.service)
+            .service_token(self.service)
             .map_err(|e| Status::internal(format!("cannot mint a service token: {e}")))?;
-        let value: MetadataValue<_> = format!("Bearer {token}")
+        format!("Bearer {token}")
             .parse()
-            .map_err(|_| Status::internal("a service token is not valid metadata"))?;
-        *cached = Some((Instant::now(), value.clone()));
-        Ok(value)
+            .map_err(|_| Status::internal("a service token is not valid metadata"))
     }
 }
 
@@ -143,7 +119,11 @@ mod tests {
     use crate::auth::{BOOKING_SERVICE, Claims, SERVICE_ROLE};
 
     fn keys(secret: &str) -> Arc<JwtKeys> {
-        Arc::new(JwtKeys::new(secret, "moviebook", Duration::from_secs(3600)))
+        Arc::new(JwtKeys::new(
+            secret,
+            "moviebook",
+            std::time::Duration::from_secs(3600),
+        ))
     }
 
     const ALLOWED: &[&str] = &[BOOKING_SERVICE];
@@ -225,24 +205,12 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_reused_then_renewed() {
+    fn the_bearer_reuses_the_callers_own_token() {
         let k = keys("a-secret-of-at-least-32-bytes-length!!");
-        let bearer = ServiceBearer::new(k, BOOKING_SERVICE);
+        let bearer = ServiceBearer::new(k.clone(), BOOKING_SERVICE);
         let first = bearer.header().expect("token");
         assert_eq!(bearer.header().expect("token"), first, "reused");
-        if let Ok(mut c) = bearer.cached.lock() {
-            let v = c.take().expect("cached").1;
-            *c = Some((Instant::now() - REUSE, v));
-        }
-        // a new token (its iat may equal the old one's within a second, so compare the time)
-        let _ = bearer.header().expect("token");
-        let at = bearer
-            .cached
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .expect("cached")
-            .0;
-        assert!(at.elapsed() < REUSE, "renewed after REUSE");
+        let rest = k.service_token(BOOKING_SERVICE).expect("token");
+        assert_eq!(first.to_str().ok(), Some(format!("Bearer {rest}").as_str()));
     }
 }

@@ -121,7 +121,7 @@ fn parse_user_id(id: &str) -> Result<String, ApiError> {
 }
 
 /// Reading: the user themself or an admin. No service identity reads users (booking forwards
-/// its customer's own token), so a token minted with the shared service secret reads nobody.
+/// its customer's own token), so a service token (booking's) reads nobody.
 pub async fn get_user(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
