@@ -248,13 +248,7 @@ async fn resolve_user_token_keys(
         Some(r) => required_secret_value(client, ns, "auth.userTokenKeyRef", r).await?,
         None => {
             res.user_token_key_generated = true;
-            match generated
-                .get(config::USER_TOKEN_SIGNING_KEY)
-                .filter(|v| !v.trim().is_empty())
-            {
-                Some(kept) => kept.clone(),
-                None => tokens::new_signing_key().map_err(Error::InvalidSpec)?,
-            }
+            kept_or_new_signing_key(generated, config::USER_TOKEN_SIGNING_KEY)?
         }
     };
     let extra = match &auth.user_token_verification_keys_ref {
@@ -266,6 +260,14 @@ async fn resolve_user_token_keys(
     res.user_token_keys = tokens::verification_keys(&res.user_token_signing_key, extra.as_deref())
         .map_err(Error::InvalidSpec)?;
     Ok(())
+}
+
+/// A generated signing key as kept in `<name>-secrets` under `key`, else a new one.
+fn kept_or_new_signing_key(generated: &BTreeMap<String, String>, key: &str) -> Result<String> {
+    match generated.get(key).filter(|v| !v.trim().is_empty()) {
+        Some(kept) => Ok(kept.clone()),
+        None => tokens::new_signing_key().map_err(Error::InvalidSpec),
+    }
 }
 
 /// Resolves credentials (reusing generated ones), referenced Secrets and workload state.
@@ -327,13 +329,8 @@ async fn resolve(
         }
     }
     resolve_user_token_keys(client, ns, &mbs.spec.auth, &generated, &mut res).await?;
-    res.service_token_signing_key = match generated
-        .get(config::SERVICE_TOKEN_SIGNING_KEY)
-        .filter(|v| !v.trim().is_empty())
-    {
-        Some(kept) => kept.clone(),
-        None => tokens::new_signing_key().map_err(Error::InvalidSpec)?,
-    };
+    res.service_token_signing_key =
+        kept_or_new_signing_key(&generated, config::SERVICE_TOKEN_SIGNING_KEY)?;
     res.service_token_keys = tokens::verification_keys(&res.service_token_signing_key, None)
         .map_err(Error::InvalidSpec)?;
     for store in StoreKind::ALL {

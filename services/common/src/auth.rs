@@ -271,22 +271,8 @@ impl std::fmt::Debug for JwtKeys {
             .field("ttl", &self.ttl)
             .field("signs_user_tokens", &self.user_signing.is_some())
             .field("signs_service_tokens", &self.service_signing.is_some())
-            .field(
-                "user_key_ids",
-                &self
-                    .user_verifying
-                    .iter()
-                    .map(|k| &k.kid)
-                    .collect::<Vec<_>>(),
-            )
-            .field(
-                "service_key_ids",
-                &self
-                    .service_verifying
-                    .iter()
-                    .map(|k| &k.kid)
-                    .collect::<Vec<_>>(),
-            )
+            .field("user_key_ids", &self.user_key_ids())
+            .field("service_key_ids", &self.service_key_ids())
             .finish_non_exhaustive()
     }
 }
@@ -432,7 +418,7 @@ fn kind_keys(
     Ok((signer, verifying))
 }
 
-fn signing(key: &SecretKey) -> Result<(String, EncodingKey), String> {
+fn signing(key: &SecretKey) -> Result<Signer, String> {
     let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
     Ok((
         key_id(&key.public_key()),
@@ -699,33 +685,28 @@ impl JwtKeys {
         // The kid picks the key, and the key's kind the audience and shape the token must
         // have. An unknown or missing kid: no key of ours signed it.
         let kid = header.kid.ok_or(AuthError::BadSignature)?;
-        if let Some(key) = self.service_verifying.iter().find(|k| k.kid == kid) {
-            let claims = decode(
-                token,
-                &key.decoding,
-                &validation(Algorithm::ES256, &self.issuer, SERVICE_AUDIENCE),
-            )?;
-            if !claims.is_service() {
-                return Err(AuthError::WrongAudience);
-            }
-            // A service's key speaks for that service alone.
-            if key.owner.is_some_and(|owner| owner != claims.sub) {
-                return Err(AuthError::BadSignature);
-            }
-            return Ok(claims);
+        fn find<'k>(keys: &'k [VerifyingKey], kid: &str) -> Option<&'k VerifyingKey> {
+            keys.iter().find(|k| k.kid == kid)
         }
-        let key = self
-            .user_verifying
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(AuthError::BadSignature)?;
+        let (key, audience, is_service) = match find(&self.service_verifying, &kid) {
+            Some(key) => (key, SERVICE_AUDIENCE, true),
+            None => (
+                find(&self.user_verifying, &kid).ok_or(AuthError::BadSignature)?,
+                USER_AUDIENCE,
+                false,
+            ),
+        };
         let claims = decode(
             token,
             &key.decoding,
-            &validation(Algorithm::ES256, &self.issuer, USER_AUDIENCE),
+            &validation(Algorithm::ES256, &self.issuer, audience),
         )?;
-        if claims.is_service() {
+        if claims.is_service() != is_service {
             return Err(AuthError::WrongAudience);
+        }
+        // A service's key speaks for that service alone (user keys have no owner).
+        if key.owner.is_some_and(|owner| owner != claims.sub) {
+            return Err(AuthError::BadSignature);
         }
         Ok(claims)
     }
