@@ -49,8 +49,12 @@ kc() { "$K8S_BIN/kubectl" "$@"; }
 k() { kc -n "$NS" "$@"; }
 mbs() { k get mbs "$SYS" -o "jsonpath=$1"; }
 cond() { mbs "{.status.conditions[?(@.type==\"$1\")].$2}"; }
-mongo_py() { # python code run in the MongoDB stand-in pod (pymongo ships with SecantusDB)
-  k exec "$SYS-mongodb-0" -c mongodb -- python3 -c "$1"
+secret_key() { k get secret "$SYS-secrets" -o "go-template={{index .data \"$1\" | base64decode}}"; }
+mongo_py() { # python code run in the MongoDB stand-in pod (pymongo ships with SecantusDB), with
+  # ADMIN_URL: the installation's administrator (the services' users see only their database)
+  local pw; pw=$(secret_key mongodb-password) || fail "no mongodb-password in $SYS-secrets"
+  k exec "$SYS-mongodb-0" -c mongodb -- python3 -c "ADMIN_URL = 'mongodb://moviebook:$pw@127.0.0.1:27017/?authSource=admin&directConnection=true'
+$1"
 }
 
 diagnose() {
@@ -216,7 +220,7 @@ FLOW_BOOKING=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["
 step "each MongoDB service has its own database (booking and payment do not share an outbox)"
 mongo_py "
 import pymongo
-c = pymongo.MongoClient('mongodb://127.0.0.1:27017/?directConnection=true')
+c = pymongo.MongoClient(ADMIN_URL)
 names = set(c.list_database_names())
 want = {'moviebook_user', 'moviebook_booking', 'moviebook_payment', 'moviebook_notification'}
 assert want <= names, 'databases: %s, want %s' % (sorted(names), sorted(want))
@@ -226,6 +230,37 @@ assert not owners, 'users also in %s' % owners
 print(sorted(names))
 " >"$WORK/dbs.log" 2>&1 || { cat "$WORK/dbs.log" >&2; fail "the services share MongoDB databases"; }
 ok "databases: $(tail -n 1 "$WORK/dbs.log")"
+
+step "MongoDB authenticates: no anonymous reads; booking's user sees only booking's database"
+booking_mongo=$(secret_key booking.MONGODB_URL) || fail "no booking.MONGODB_URL in $SYS-secrets"
+[[ $(k get deploy "$SYS-booking" -o 'jsonpath={.spec.template.spec.containers[0].env[?(@.name=="MONGODB_URL")].valueFrom.secretKeyRef.key}') == booking.MONGODB_URL ]] \
+  || fail "booking's pods do not read their own MongoDB URL from the Secret"
+mongo_py "
+import re, pymongo
+from pymongo.errors import OperationFailure
+def refused(what, f):
+    try:
+        f()
+    except OperationFailure as e:
+        assert e.code in (13, 18), (what, e.code, str(e))
+        return what
+    raise AssertionError(what + ' was allowed')
+anon = pymongo.MongoClient('mongodb://127.0.0.1:27017/?directConnection=true')
+url = re.sub('@[^/]+/', '@127.0.0.1:27017/', '$booking_mongo').replace('replicaSet=rs0', 'directConnection=true')
+booking = pymongo.MongoClient(url)
+assert booking['moviebook_booking'].list_collection_names(), 'booking cannot read its own database'
+probe = booking['moviebook_booking']['e2e_probe']
+probe.insert_one({'_id': 'e2e'})
+assert probe.delete_one({'_id': 'e2e'}).deleted_count == 1, 'booking cannot write its own database'
+print(', '.join([
+    refused('anonymous find', lambda: anon['moviebook_user']['users'].find_one()),
+    refused('booking reads moviebook_user', lambda: booking['moviebook_user']['users'].find_one()),
+    refused('booking writes moviebook_payment', lambda: booking['moviebook_payment']['payments'].insert_one({'e2e': 1})),
+    refused('booking creates a user', lambda: booking['moviebook_booking'].command('createUser', 'e2e', pwd='x', roles=['root'])),
+    refused('a wrong password', lambda: pymongo.MongoClient(re.sub('^(mongodb://[^:]+:)', r'\\1x', url))['moviebook_booking'].list_collection_names()),
+]) + ' refused')
+" >"$WORK/mongo-auth.log" 2>&1 || { cat "$WORK/mongo-auth.log" >&2; fail "MongoDB lets a client past its users"; }
+ok "$(tail -n 1 "$WORK/mongo-auth.log"); booking reads and writes moviebook_booking"
 
 step "the operator's NetworkPolicies (kube-router enforces them): a stranger pod reaches no store and no internal API"
 [[ $(k get networkpolicy -l "app.kubernetes.io/instance=$SYS" -o name | wc -l) -ge 8 ]] \
@@ -284,6 +319,15 @@ holders() { grep -E "(^|[: ])$1( |$)" <<<"$keyrefs" | cut -d: -f1 | tr '\n' ' ';
 [[ $(holders service-token-signing-key) == "Deployment/$SYS-booking " ]] || fail "booking's service-token key is in: $(holders service-token-signing-key)"
 [[ $(holders user-token-signing-key) == "Deployment/$SYS-user " ]] || fail "the user-token key is in: $(holders user-token-signing-key)"
 [[ $(holders service-token-public-keys | tr ' ' '\n' | grep -c '^Deployment/') == 2 ]] || fail "the services booking calls lack its public key: $(holders service-token-public-keys)"
+for svc in user booking payment notification; do
+  h=$(holders "$svc.MONGODB_URL")
+  [[ $h == *"Deployment/$SYS-$svc "* ]] || fail "the $svc pods do not read $svc.MONGODB_URL (held by: $h)"
+  for o in $h; do
+    [[ $o == "Deployment/$SYS-$svc" || $o == "Job/$SYS-$svc-"* ]] || fail "$o reads $svc's MongoDB URL"
+  done
+done
+[[ -z $(holders mongodb-password) ]] || fail "a service pod or Job holds MongoDB's administrator password: $(holders mongodb-password)"
+ok "MongoDB: each service's URL (its own user) only in its own Deployment and Jobs; the administrator password in none"
 ok "token keys: service-token key only in $(holders service-token-signing-key), user-token key only in $(holders user-token-signing-key), no JWT secret in any pod or Job"
 
 # ---- 4. scale ---------------------------------------------------------------------------------
@@ -364,7 +408,7 @@ tail -n 1 "$WORK/watch.err"
 step "a failing migration blocks the rollout ($T2 -> $T3) and recovers once fixed"
 mongo_py "
 import pymongo
-client = pymongo.MongoClient('mongodb://127.0.0.1:27017/?directConnection=true')
+client = pymongo.MongoClient(ADMIN_URL)
 dbs = [d for d in client.list_database_names() if client[d]['users'].find_one({'email': '$FLOW_EMAIL'})]
 assert len(dbs) == 1, 'the user database is not unique: ' + str(dbs)
 users = client[dbs[0]]['users']
@@ -390,7 +434,7 @@ ok "the user rollout is held at $T2"
 "${FLOW[@]}" login --email "$FLOW_EMAIL" --password "$FLOW_PASSWORD" --user-id "$FLOW_USER" >/dev/null || fail "the held-back user service does not serve logins"
 mongo_py "
 import pymongo
-client = pymongo.MongoClient('mongodb://127.0.0.1:27017/?directConnection=true')
+client = pymongo.MongoClient(ADMIN_URL)
 n = sum(client[d]['users'].delete_many({'_e2e_duplicate': True}).deleted_count for d in client.list_database_names())
 assert n == 1, n
 print('removed', n)

@@ -187,7 +187,7 @@ stores() {
   "rabbitmq": {"files": [["$sp/rabbitmq-entrypoint.sh", "/usr/local/bin/docker-entrypoint.sh", "755"]],
                "data": $(store_user_files "$rootfs" rabbitmq /var/lib/rabbitmq),
                "dirs": [["/etc/rabbitmq", "755", 999, 999], ["/etc/rabbitmq/conf.d", "755", 999, 999], ["/var/lib/rabbitmq", "755", 999, 999], ["/var/log/rabbitmq", "755", 999, 999], ["/tmp", "1777"]]},
-  "mongo": {"files": [["$sp/mongo-entrypoint.sh", "/usr/local/bin/docker-entrypoint.sh", "755"]],
+  "mongo": {"files": [["$sp/mongo-entrypoint.sh", "/usr/local/bin/docker-entrypoint.sh", "755"], ["$sp/mongo-users.py", "/usr/local/bin/moviebook-mongo-users", "755"]],
             "data": $(store_user_files "$rootfs" mongodb /data/db),
             "dirs": [["/data", "755"], ["/data/db", "755", 999, 999], ["/data/configdb", "755", 999, 999], ["/tmp", "1777"]]}
  },

@@ -298,7 +298,7 @@ async fn resolve(
         postgres_password: keep_or_new(config::POSTGRES_PASSWORD, 32),
         redis_password: keep_or_new(config::REDIS_PASSWORD, 32),
         rabbitmq_password: keep_or_new(config::RABBITMQ_PASSWORD, 32),
-        service_passwords: config::service_password_keys()
+        store_passwords: config::store_password_keys()
             .into_iter()
             .map(|key| {
                 let password = keep_or_new(&key, 32);

@@ -91,7 +91,8 @@ pub struct MovieBookingSystemSpec {
     /// MongoDB (used by user, payment, booking and notification, each in its own database
     /// `moviebook_<service>`). A managed MongoDB runs as a single-member replica set so that
     /// multi-document transactions work (`managed.topology: Standalone` for servers that are
-    /// their own replica set).
+    /// their own replica set), with authentication: each service logs in as its own user,
+    /// allowed only its own database.
     #[serde(default)]
     pub mongodb: StoreSpec,
 

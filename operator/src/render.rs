@@ -84,7 +84,7 @@ fn render_one(mbs: &MovieBookingSystem) -> Result<String, RenderError> {
         postgres_password: GENERATED.into(),
         redis_password: GENERATED.into(),
         rabbitmq_password: GENERATED.into(),
-        service_passwords: crate::build::config::service_password_keys()
+        store_passwords: crate::build::config::store_password_keys()
             .into_iter()
             .map(|k| (k, GENERATED.to_string()))
             .collect(),
@@ -222,7 +222,10 @@ spec:
             "no Kong with type None"
         );
         assert!(yaml.contains("namespace: shop"));
-        assert!(yaml.contains("directConnection=true"));
+        // The managed MongoDB requires authentication; its users are applied by the pod's
+        // init container (the URLs with their passwords are in the Secret, base64).
+        assert!(yaml.contains("--auth"), "{yaml}");
+        assert!(yaml.contains("moviebook-mongo-users"));
         assert!(!yaml.contains("uid-"), "no cluster identity");
     }
 

@@ -843,14 +843,35 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
         .get("demo-mongodb")
         .await
         .expect("sts");
-    let c = container(mongo.spec.and_then(|s| s.template.spec));
+    let c = container(mongo.spec.clone().and_then(|s| s.template.spec));
+    let args = c.args.clone().unwrap_or_default();
+    assert!(!args.iter().any(|a| a.contains("replSet")));
     assert!(
-        !c.args
-            .unwrap_or_default()
-            .iter()
-            .any(|a| a.contains("replSet"))
+        args.iter().any(|a| a == "--auth"),
+        "MongoDB requires authentication"
     );
     assert!(c.readiness_probe.and_then(|p| p.tcp_socket).is_some());
+    let init = mongo
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.init_containers.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["users"],
+        "the users are applied before the server starts"
+    );
+    let generated: BTreeMap<String, String> = t
+        .api::<Secret>()
+        .get("demo-secrets")
+        .await
+        .expect("secret")
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
     for svc in ["user", "payment", "notification", "booking"] {
         let dep = t
             .api::<Deployment>()
@@ -862,10 +883,22 @@ async fn no_gateway_standalone_mongodb_and_sample_data_as_the_node_runs_them() {
             .as_ref()
             .and_then(|p| p.termination_grace_period_seconds);
         let c = container(pod);
-        let url = env_value(&c, "MONGODB_URL").expect("MONGODB_URL");
+        // Its own key of the Secret, with its own user (the API server kept the reference).
+        let key = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "MONGODB_URL")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .map(|r| r.key.clone())
+            .expect("MONGODB_URL from the Secret");
+        assert_eq!(key, format!("{svc}.MONGODB_URL"));
+        let url = &generated[&key];
+        assert!(url.starts_with(&format!("mongodb://{svc}:")), "{svc}");
         assert!(
             url.contains(&format!(
-                "/moviebook_{svc}?directConnection=true&maxPoolSize="
+                "/moviebook_{svc}?authSource=moviebook_{svc}&directConnection=true&maxPoolSize="
             )),
             "{svc}: {url}"
         );

@@ -13,6 +13,11 @@ use crate::crd::{MongoTopology, MovieBookingSystemSpec, ServiceSpec};
 pub const POSTGRES_PASSWORD: &str = "postgres-password";
 pub const REDIS_PASSWORD: &str = "redis-password";
 pub const RABBITMQ_PASSWORD: &str = "rabbitmq-password";
+/// The managed MongoDB's administrator (`moviebook`, `root` on `admin`): the replica-set
+/// probe's and a person's at `mongosh`; only the MongoDB pod reads it.
+pub const MONGODB_PASSWORD: &str = "mongodb-password";
+/// The replica set's internal-authentication key (`--keyFile`; only the MongoDB pod reads it).
+pub const MONGODB_KEYFILE: &str = "mongodb-keyfile";
 /// Notification's own password in the managed Redis (its user is `notification`).
 pub const REDIS_NOTIFICATION_PASSWORD: &str = "redis-password-notification";
 pub const JWT_SECRET: &str = "jwt-secret";
@@ -66,7 +71,8 @@ pub fn mongo_database(svc: ServiceKind) -> String {
     format!("moviebook_{}", svc.name())
 }
 
-/// In-cluster URL of the managed MongoDB for one service: its database, its pool size
+/// In-cluster URL of the managed MongoDB for one service: its own user (defined in its own
+/// database, so that is the `authSource`), its database, its pool size
 /// (`maxPoolSize`), and how to reach the server: through the replica set, or straight to the
 /// one server (`directConnection=true`, so the driver does not go looking for the members a
 /// standalone server may announce under names this cluster does not resolve).
@@ -74,6 +80,7 @@ pub fn managed_mongo_url(
     svc: ServiceKind,
     spec: &MovieBookingSystemSpec,
     inst: &Instance,
+    password: &str,
 ) -> String {
     let store = StoreKind::Mongodb;
     let host = format!(
@@ -88,9 +95,10 @@ pub fn managed_mongo_url(
         MongoTopology::Standalone => "directConnection=true".to_string(),
     };
     let pool = pool_size(MONGO_CONNECTIONS_PER_SERVICE, pod_ceiling(svc.spec(spec)));
+    let database = mongo_database(svc);
     format!(
-        "mongodb://{host}/{}?{reach}&maxPoolSize={pool}",
-        mongo_database(svc)
+        "mongodb://{}:{password}@{host}/{database}?authSource={database}&{reach}&maxPoolSize={pool}",
+        svc.name()
     )
 }
 
@@ -108,38 +116,66 @@ pub fn rabbitmq_password_key(who: moviebook_grants::Service) -> String {
     format!("{RABBITMQ_PASSWORD}-{}", who.name())
 }
 
-/// Every generated password of a service's own store user, by its key in `<name>-secrets`.
-pub fn service_password_keys() -> Vec<String> {
+/// Key of a service's own password in the managed MongoDB (its user is the service's name,
+/// defined in its own database).
+pub fn mongodb_password_key(svc: ServiceKind) -> String {
+    format!("{MONGODB_PASSWORD}-{}", svc.name())
+}
+
+/// The services with a user in the managed MongoDB (those that store documents).
+pub fn mongodb_clients() -> impl Iterator<Item = ServiceKind> {
+    ServiceKind::ALL
+        .into_iter()
+        .filter(|svc| svc.stores().contains(&StoreKind::Mongodb))
+}
+
+/// Every generated password of a store user besides the three original administrators (the
+/// services' own users, MongoDB's administrator and its replica-set key), by its key in
+/// `<name>-secrets`.
+pub fn store_password_keys() -> Vec<String> {
     let mut keys: Vec<String> = moviebook_grants::Service::BROKER_CLIENTS
         .into_iter()
         .map(rabbitmq_password_key)
         .collect();
     keys.push(REDIS_NOTIFICATION_PASSWORD.into());
+    keys.extend(mongodb_clients().map(mongodb_password_key));
+    keys.push(MONGODB_PASSWORD.into());
+    keys.push(MONGODB_KEYFILE.into());
     keys
 }
 
 /// Key of `<name>-secrets` under which a service finds a managed store's URL: PostgreSQL has
-/// one client (cinema, `DATABASE_URL`); RabbitMQ and Redis URLs carry the service's own user,
-/// so each service has its own key (`booking.RABBITMQ_URL`) and its pods read only that one.
+/// one client (cinema, `DATABASE_URL`); MongoDB, RabbitMQ and Redis URLs carry the service's
+/// own user, so each service has its own key (`booking.RABBITMQ_URL`) and its pods read only
+/// that one.
 pub fn url_key(svc: ServiceKind, store: StoreKind) -> String {
     match store {
-        StoreKind::Redis | StoreKind::Rabbitmq => format!("{}.{}", svc.name(), store.url_env()),
-        StoreKind::Postgres | StoreKind::Mongodb => store.url_env().to_string(),
+        StoreKind::Redis | StoreKind::Rabbitmq | StoreKind::Mongodb => {
+            format!("{}.{}", svc.name(), store.url_env())
+        }
+        StoreKind::Postgres => store.url_env().to_string(),
     }
 }
 
-/// A service's own URL of a managed RabbitMQ or Redis (its user and generated password), or
-/// `None` for a service that holds no user there.
+/// A service's own URL of a managed MongoDB, RabbitMQ or Redis (its user and generated
+/// password), or `None` for a service that holds no user there.
 pub fn managed_service_url(
     svc: ServiceKind,
     store: StoreKind,
+    spec: &MovieBookingSystemSpec,
     inst: &Instance,
     res: &Resolved,
 ) -> Option<String> {
+    let password = |key: &str| res.store_passwords.get(key).cloned().unwrap_or_default();
+    if store == StoreKind::Mongodb {
+        return svc
+            .stores()
+            .contains(&store)
+            .then(|| managed_mongo_url(svc, spec, inst, &password(&mongodb_password_key(svc))));
+    }
     let who = svc.grantee()?;
     let host = inst.dns(&inst.child(store.name()));
     let port = store.port();
-    let password = |key: &str| res.service_passwords.get(key).cloned().unwrap_or_default();
     match store {
         StoreKind::Rabbitmq => Some(format!(
             "amqp://{}:{}@{host}:{port}/%2f",
@@ -188,8 +224,8 @@ pub fn build(
         (REDIS_PASSWORD.into(), res.redis_password.clone()),
         (RABBITMQ_PASSWORD.into(), res.rabbitmq_password.clone()),
     ]);
-    for key in service_password_keys() {
-        let value = res.service_passwords.get(&key).cloned().unwrap_or_default();
+    for key in store_password_keys() {
+        let value = res.store_passwords.get(&key).cloned().unwrap_or_default();
         data.insert(key, value);
     }
     if res.jwt_generated {
@@ -218,15 +254,15 @@ pub fn build(
         SERVICE_TOKEN_PUBLIC_KEYS.into(),
         super::tokens::joined(&res.service_token_keys),
     );
-    // MongoDB has no credentials here: each service's URL is in its pod template. The
-    // administrator passwords of Redis and RabbitMQ are only in the stores' own pods.
+    // The administrator passwords of MongoDB, Redis and RabbitMQ are only in the stores' own
+    // pods.
     if spec.postgres.managed.is_some() {
         data.insert(
             url_key(ServiceKind::Cinema, StoreKind::Postgres),
             managed_postgres_url(inst, res),
         );
     }
-    for store in [StoreKind::Redis, StoreKind::Rabbitmq] {
+    for store in [StoreKind::Mongodb, StoreKind::Redis, StoreKind::Rabbitmq] {
         if store.spec(spec).managed.is_none() {
             continue;
         }
@@ -234,7 +270,7 @@ pub fn build(
             if !svc.stores().contains(&store) {
                 continue;
             }
-            if let Some(url) = managed_service_url(svc, store, inst, res) {
+            if let Some(url) = managed_service_url(svc, store, spec, inst, res) {
                 data.insert(url_key(svc, store), url);
             }
         }
@@ -330,8 +366,7 @@ pub fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 /// Where a service reads a store's URL: its own key of the generated Secret for a managed
-/// store ([`url_key`]; its own URL in the pod template for the managed MongoDB), the user's Secret for an external one
-/// (an external MongoDB URL should name no database: each service then uses its own,
+/// store ([`url_key`]), the user's Secret for an external one (an external MongoDB URL should name no database: each service then uses its own,
 /// `moviebook_<service>`).
 pub fn store_url_env(
     svc: ServiceKind,
@@ -341,9 +376,6 @@ pub fn store_url_env(
 ) -> EnvVar {
     match &store.spec(spec).external {
         Some(ext) => secret_env(store.url_env(), &ext.secret_ref.name, &ext.secret_ref.key),
-        None if store == StoreKind::Mongodb => {
-            plain_env(store.url_env(), managed_mongo_url(svc, spec, inst))
-        }
         None => secret_env(store.url_env(), &secret_name(inst), &url_key(svc, store)),
     }
 }
@@ -433,7 +465,20 @@ mod tests {
                 .as_ref()
                 .expect("data")
                 .contains_key("MONGODB_URL"),
-            "each MongoDB service has its own URL, in its pod template"
+            "no MongoDB URL shared by the services"
+        );
+        // Each MongoDB service logs in as itself, to its own database.
+        assert_eq!(
+            text(&secret, "booking.MONGODB_URL"),
+            "mongodb://booking:pw-mongodb-password-booking@demo-mongodb-0.demo-mongodb.shop.svc:27017/moviebook_booking?authSource=moviebook_booking&replicaSet=rs0&maxPoolSize=25"
+        );
+        assert!(
+            !secret
+                .data
+                .as_ref()
+                .expect("data")
+                .contains_key("cinema.MONGODB_URL"),
+            "cinema stores no documents"
         );
         // Each service that shares RabbitMQ or Redis has its own user there, and its own URL.
         assert_eq!(
@@ -618,10 +663,11 @@ mod tests {
     #[test]
     fn each_mongodb_service_has_its_own_database_and_a_pool_that_fits() {
         let mut mbs = sample();
-        let url = |svc, spec: &MovieBookingSystemSpec| managed_mongo_url(svc, spec, &instance());
+        let url =
+            |svc, spec: &MovieBookingSystemSpec| managed_mongo_url(svc, spec, &instance(), "pw");
         assert_eq!(
             url(ServiceKind::User, &mbs.spec),
-            "mongodb://demo-mongodb-0.demo-mongodb.shop.svc:27017/moviebook_user?replicaSet=rs0&maxPoolSize=25"
+            "mongodb://user:pw@demo-mongodb-0.demo-mongodb.shop.svc:27017/moviebook_user?authSource=moviebook_user&replicaSet=rs0&maxPoolSize=25"
         );
         let dbs: Vec<String> = [
             ServiceKind::User,
@@ -645,7 +691,8 @@ mod tests {
             Some(MongoTopology::Standalone);
         let standalone = url(ServiceKind::Booking, &mbs.spec);
         assert!(
-            standalone.contains("/moviebook_booking?directConnection=true&"),
+            standalone
+                .contains("/moviebook_booking?authSource=moviebook_booking&directConnection=true&"),
             "{standalone}"
         );
         assert!(!standalone.contains("replicaSet"), "{standalone}");

@@ -270,8 +270,8 @@ pub struct Resolved {
     pub redis_password: String,
     pub rabbitmq_password: String,
     /// Generated passwords of the services' own users in the managed RabbitMQ and Redis, by
-    /// their key in `<name>-secrets` ([`config::service_password_keys`]).
-    pub service_passwords: BTreeMap<String, String>,
+    /// their key in `<name>-secrets` ([`config::store_password_keys`]).
+    pub store_passwords: BTreeMap<String, String>,
     /// The JWT secret: from `auth.jwtSecretRef`, or generated.
     pub jwt_secret: String,
     /// Whether `jwt_secret` was generated (and so must be written into `<name>-secrets`).
@@ -539,7 +539,7 @@ pub(crate) mod test_support {
             postgres_password: "pgpw".into(),
             redis_password: "redispw".into(),
             rabbitmq_password: "rabbitpw".into(),
-            service_passwords: super::config::service_password_keys()
+            store_passwords: super::config::store_password_keys()
                 .into_iter()
                 .map(|k| {
                     let v = format!("pw-{k}");

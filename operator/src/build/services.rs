@@ -444,10 +444,12 @@ mod tests {
             user[user.len() - 2..],
             ["USER_TOKEN_PUBLIC_KEYS", "USER_TOKEN_SIGNING_KEY"]
         );
-        // Each service reads RabbitMQ and Redis as its own user: its own key of the Secret.
+        // Each service reads MongoDB, RabbitMQ and Redis as its own user: its own key of the
+        // Secret.
         for svc in ServiceKind::ALL {
             for e in service_env(svc, &mbs.spec, &instance()) {
-                if e.name == "RABBITMQ_URL" || e.name == "REDIS_URL" {
+                if ["MONGODB_URL", "RABBITMQ_URL", "REDIS_URL"].contains(&e.name.as_str()) {
+                    assert!(e.value.is_none(), "{svc:?}: {} is a literal", e.name);
                     let key = e
                         .value_from
                         .and_then(|v| v.secret_key_ref)

@@ -7,6 +7,11 @@
 //! primary and no separate init Job is needed. `topology: Standalone` runs the server as it is
 //! (no `--replSet`, no `mongosh` in the probes: TCP checks), for MongoDB-compatible servers that
 //! are their own replica set, such as the SecantusDB stand-in of the local node.
+//!
+//! Every managed store authenticates each service as its own user. RabbitMQ and Redis load
+//! their users from files at start; MongoDB gets them from an init container that applies the
+//! users file to a private server on 127.0.0.1 before the real one starts with `--auth` (see
+//! `moviebook_grants::mongodb` for why, and [`mongodb_users_script`]).
 
 use std::collections::BTreeMap;
 
@@ -27,8 +32,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use moviebook_grants::rabbitmq::{Access, Account};
 
 use super::config::{
-    DB_USER, MONGO_REPLICA_SET, POSTGRES_DB, POSTGRES_PASSWORD, RABBITMQ_PASSWORD,
-    REDIS_NOTIFICATION_PASSWORD, REDIS_PASSWORD, plain_env, rabbitmq_password_key, secret_env,
+    DB_USER, MONGO_REPLICA_SET, MONGODB_KEYFILE, MONGODB_PASSWORD, POSTGRES_DB, POSTGRES_PASSWORD,
+    RABBITMQ_PASSWORD, REDIS_NOTIFICATION_PASSWORD, REDIS_PASSWORD, mongo_database,
+    mongodb_clients, mongodb_password_key, plain_env, rabbitmq_password_key, secret_env,
     secret_name,
 };
 use super::{
@@ -47,6 +53,40 @@ const ACCESS_DIR: &str = "/etc/moviebook/access";
 pub const REDIS_ACL_KEY: &str = "users.acl";
 pub const RABBITMQ_DEFINITIONS_KEY: &str = "definitions.json";
 pub const RABBITMQ_CONF_KEY: &str = "moviebook-access.conf";
+/// MongoDB's users, as JSON (for the stand-in's `moviebook-mongo-users`) and as a `mongosh`
+/// script (for the official image).
+pub const MONGODB_USERS_KEY: &str = "mongo-users.json";
+pub const MONGODB_USERS_JS_KEY: &str = "mongo-users.js";
+/// Where MongoDB's init container finds the replica-set key, and where it leaves the copy
+/// mongod reads: mongod refuses a key file that its group can read, and a Secret volume's
+/// files belong to root, so the init container copies it as the mongodb user with mode 0400.
+const MONGODB_KEY_SOURCE: &str = "/etc/moviebook/mongo-key-source";
+const MONGODB_KEY_DIR: &str = "/etc/moviebook/mongo-key";
+/// The init container's script: copies the replica-set key (when there is one), then applies
+/// the users to the data directory with a server of its own on 127.0.0.1:27018,
+/// authentication off, which it stops again. An image with `moviebook-mongo-users` (the
+/// SecantusDB stand-in) does that itself; the official image runs `mongod` and `mongosh`.
+pub fn mongodb_users_script() -> String {
+    let data = data_path(StoreKind::Mongodb);
+    format!(
+        r#"set -eu
+if [ -f {MONGODB_KEY_SOURCE}/keyfile ]; then
+  cp {MONGODB_KEY_SOURCE}/keyfile {MONGODB_KEY_DIR}/keyfile
+  chmod 0400 {MONGODB_KEY_DIR}/keyfile
+fi
+if command -v moviebook-mongo-users >/dev/null 2>&1; then
+  exec moviebook-mongo-users {data} {ACCESS_DIR}/{MONGODB_USERS_KEY}
+elif command -v mongod >/dev/null 2>&1 && command -v mongosh >/dev/null 2>&1; then
+  mongod --dbpath {data} --bind_ip 127.0.0.1 --port 27018 --fork --logpath /tmp/moviebook-users.log
+  mongosh --quiet --port 27018 --file {ACCESS_DIR}/{MONGODB_USERS_JS_KEY}
+  mongod --dbpath {data} --shutdown
+else
+  echo "managed MongoDB: the image has neither moviebook-mongo-users nor mongod and mongosh, so its users cannot be applied" >&2
+  exit 64
+fi
+"#
+    )
+}
 /// Where RabbitMQ (the official image and the stand-in) reads extra configuration files.
 const RABBITMQ_CONF_PATH: &str = "/etc/rabbitmq/conf.d/20-moviebook-access.conf";
 
@@ -66,7 +106,7 @@ pub fn access_secret(
     inst: &Instance,
     res: &Resolved,
 ) -> Option<(Secret, String)> {
-    let password = |key: &str| res.service_passwords.get(key).cloned().unwrap_or_default();
+    let password = |key: &str| res.store_passwords.get(key).cloned().unwrap_or_default();
     // Notification's queue and key prefix as its pods will see them (an override in
     // `services.notification.env` moves its rights along).
     let notification_setting = |name: &str, default: &str| {
@@ -128,6 +168,27 @@ pub fn access_secret(
             )),
         ));
     }
+    if spec.mongodb.managed.is_some() {
+        let mut users = vec![moviebook_grants::mongodb::User::administrator(
+            DB_USER,
+            &password(MONGODB_PASSWORD),
+        )];
+        users.extend(mongodb_clients().map(|svc| {
+            moviebook_grants::mongodb::User::service(
+                svc.name(),
+                &mongo_database(svc),
+                &password(&mongodb_password_key(svc)),
+            )
+        }));
+        files.push((
+            MONGODB_USERS_KEY,
+            moviebook_grants::mongodb::users_file(&users).to_string(),
+        ));
+        files.push((
+            MONGODB_USERS_JS_KEY,
+            moviebook_grants::mongodb::mongosh_script(&users),
+        ));
+    }
     if files.is_empty() {
         return None;
     }
@@ -153,7 +214,8 @@ fn access_volume(store: StoreKind, inst: &Instance) -> Option<(Volume, Vec<Volum
     let keys: &[&str] = match store {
         StoreKind::Redis => &[REDIS_ACL_KEY],
         StoreKind::Rabbitmq => &[RABBITMQ_DEFINITIONS_KEY, RABBITMQ_CONF_KEY],
-        StoreKind::Postgres | StoreKind::Mongodb => return None,
+        StoreKind::Mongodb => &[MONGODB_USERS_KEY, MONGODB_USERS_JS_KEY],
+        StoreKind::Postgres => return None,
     };
     let volume = Volume {
         name: "access".into(),
@@ -190,6 +252,48 @@ fn access_volume(store: StoreKind, inst: &Instance) -> Option<(Volume, Vec<Volum
         });
     }
     Some((volume, mounts))
+}
+
+/// The replica set's key: the Secret's copy, readable by the store's group, and the
+/// scratch directory the init container copies it into for mongod (mode 0400, owned by the
+/// mongodb user). Returns the volumes, the source mount and the copy's mount.
+fn mongodb_key_volumes(inst: &Instance) -> (Vec<Volume>, VolumeMount, VolumeMount) {
+    let source = Volume {
+        name: "mongo-key-source".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name(inst)),
+            items: Some(vec![KeyToPath {
+                key: MONGODB_KEYFILE.into(),
+                path: "keyfile".into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    };
+    let copy = Volume {
+        name: "mongo-key".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    (
+        vec![source, copy],
+        VolumeMount {
+            name: "mongo-key-source".into(),
+            mount_path: MONGODB_KEY_SOURCE.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "mongo-key".into(),
+            mount_path: MONGODB_KEY_DIR.into(),
+            ..VolumeMount::default()
+        },
+    )
 }
 
 /// Headless Service giving the store pod a stable DNS name. Not-ready addresses are published
@@ -250,9 +354,47 @@ pub fn stateful_set(
         });
     }
     let access = access_volume(store, inst);
-    if let Some((volume, access_mounts)) = &access {
-        volumes.push(volume.clone());
-        mounts.extend(access_mounts.iter().cloned());
+    let standalone = store == StoreKind::Mongodb
+        && managed.topology.unwrap_or_default() == MongoTopology::Standalone;
+    let mut init_containers = Vec::new();
+    match &access {
+        Some((volume, access_mounts)) if store == StoreKind::Mongodb => {
+            // Only the init container reads the users (with their passwords).
+            volumes.push(volume.clone());
+            let mut init_mounts = mounts.clone();
+            init_mounts.extend(access_mounts.iter().cloned());
+            if !standalone {
+                let (key_volumes, source, copy) = mongodb_key_volumes(inst);
+                volumes.extend(key_volumes);
+                init_mounts.push(source);
+                init_mounts.push(copy.clone());
+                mounts.push(VolumeMount {
+                    read_only: Some(true),
+                    ..copy
+                });
+            }
+            init_containers.push(Container {
+                name: "users".into(),
+                image: Some(image.clone()),
+                image_pull_policy: Some(spec.image_pull_policy.as_str().into()),
+                command: Some(vec!["sh".into(), "-c".into(), mongodb_users_script()]),
+                env: Some(vec![plain_env("HOME", "/tmp")]),
+                resources: Some(
+                    managed
+                        .resources
+                        .clone()
+                        .unwrap_or_else(|| default_resources("100m", "256Mi", "1", "1Gi")),
+                ),
+                security_context: Some(restricted_container()),
+                volume_mounts: Some(init_mounts),
+                ..Container::default()
+            });
+        }
+        Some((volume, access_mounts)) => {
+            volumes.push(volume.clone());
+            mounts.extend(access_mounts.iter().cloned());
+        }
+        None => {}
     }
     let mut security = restricted_container();
     if store == StoreKind::Rabbitmq {
@@ -260,8 +402,6 @@ pub fn stateful_set(
         // /etc/rabbitmq and /var/lib/rabbitmq at start-up; it cannot run read-only.
         security.read_only_root_filesystem = Some(false);
     }
-    let standalone = store == StoreKind::Mongodb
-        && managed.topology.unwrap_or_default() == MongoTopology::Standalone;
     let (command, args, env) = process(store, inst, standalone);
     let (readiness, liveness) = if standalone {
         (
@@ -335,6 +475,7 @@ pub fn stateful_set(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
                     security_context: Some(restricted_pod(STORE_UID)),
@@ -461,7 +602,7 @@ fn process(store: StoreKind, inst: &Instance, standalone: bool) -> Process {
         ),
         StoreKind::Mongodb if standalone => (
             None,
-            Some(vec!["--bind_ip_all".into()]),
+            Some(vec!["--bind_ip_all".into(), "--auth".into()]),
             vec![plain_env("HOME", "/tmp")],
         ),
         StoreKind::Mongodb => (
@@ -470,9 +611,16 @@ fn process(store: StoreKind, inst: &Instance, standalone: bool) -> Process {
                 "--replSet".into(),
                 MONGO_REPLICA_SET.into(),
                 "--bind_ip_all".into(),
+                "--auth".into(),
+                "--keyFile".into(),
+                format!("{MONGODB_KEY_DIR}/keyfile"),
             ]),
-            // mongosh (run by the probe) writes its history under $HOME.
-            vec![plain_env("HOME", "/tmp")],
+            vec![
+                // mongosh (run by the probe) writes its history under $HOME.
+                plain_env("HOME", "/tmp"),
+                // The probe initiates the replica set as the administrator.
+                secret_env("MONGODB_ADMIN_PASSWORD", &secret, MONGODB_PASSWORD),
+            ],
         ),
         StoreKind::Redis => (
             None,
@@ -512,15 +660,10 @@ fn readiness_command(store: StoreKind, inst: &Instance) -> Vec<String> {
         )),
         // Idempotent: initiates the replica set on first use, then only checks that this
         // member is a writable primary.
-        StoreKind::Mongodb => vec![
-            "mongosh".into(),
-            "--quiet".into(),
-            "--eval".into(),
-            format!(
-                "try {{ rs.status() }} catch (e) {{ rs.initiate({{_id: '{MONGO_REPLICA_SET}', members: [{{_id: 0, host: '{}'}}]}}) }}; if (!db.hello().isWritablePrimary) {{ quit(1) }}",
-                mongo_member_host(inst)
-            ),
-        ],
+        StoreKind::Mongodb => sh(&format!(
+            "mongosh --quiet -u {DB_USER} -p \"$MONGODB_ADMIN_PASSWORD\" --authenticationDatabase admin --eval \"try {{ rs.status() }} catch (e) {{ rs.initiate({{_id: '{MONGO_REPLICA_SET}', members: [{{_id: 0, host: '{}'}}]}}) }}; if (!db.hello().isWritablePrimary) {{ quit(1) }}\"",
+            mongo_member_host(inst)
+        )),
         StoreKind::Redis => {
             sh("redis-cli -a \"$REDIS_PASSWORD\" --no-auth-warning ping | grep -q PONG")
         }
@@ -618,9 +761,9 @@ mod tests {
             access_text(&secret, RABBITMQ_CONF_KEY),
             "load_definitions = /etc/moviebook/access/definitions.json\n"
         );
-        for k in secret.data.as_ref().expect("data").keys() {
+        for k in [REDIS_ACL_KEY, RABBITMQ_DEFINITIONS_KEY, RABBITMQ_CONF_KEY] {
             let text = access_text(&secret, k);
-            for pw in res.service_passwords.values().chain([&res.redis_password]) {
+            for pw in res.store_passwords.values().chain([&res.redis_password]) {
                 assert!(!text.contains(pw.as_str()), "{k} holds a password");
             }
         }
@@ -665,6 +808,7 @@ mod tests {
         }
         for store in [StoreKind::Postgres, StoreKind::Mongodb] {
             let sts = stateful_set(store, &Default::default(), &mbs.spec, &instance(), &hash);
+            // (MongoDB's init container reads them: mongodb_authenticates_each_service…)
             assert!(
                 !container(&sts)
                     .volume_mounts
@@ -692,12 +836,16 @@ mod tests {
         // A changed password changes the files and so the hash; external stores need none.
         let mut other = res.clone();
         other
-            .service_passwords
+            .store_passwords
             .insert("rabbitmq-password-payment".into(), "new".into());
         let (_, hash2) = access_secret(&mbs.spec, &instance(), &other).expect("managed");
         assert_ne!(hash, hash2);
         let mut external = mbs.spec.clone();
-        for store in [&mut external.redis, &mut external.rabbitmq] {
+        for store in [
+            &mut external.redis,
+            &mut external.rabbitmq,
+            &mut external.mongodb,
+        ] {
             *store = serde_json::from_value(
                 serde_json::json!({"external": {"secretRef": {"name": "x", "key": "url"}}}),
             )
@@ -765,7 +913,10 @@ mod tests {
                 &[
                     "--replSet".to_string(),
                     "rs0".into(),
-                    "--bind_ip_all".into()
+                    "--bind_ip_all".into(),
+                    "--auth".into(),
+                    "--keyFile".into(),
+                    "/etc/moviebook/mongo-key/keyfile".into(),
                 ][..]
             )
         );
@@ -782,6 +933,135 @@ mod tests {
             "{script}"
         );
         assert!(script.contains("isWritablePrimary"), "{script}");
+        assert!(
+            script.contains(
+                "-u moviebook -p \"$MONGODB_ADMIN_PASSWORD\" --authenticationDatabase admin"
+            ),
+            "the probe initiates the set as the administrator: {script}"
+        );
+        // The key file mongod reads is the init container's 0400 copy, in memory.
+        let pod = sts
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .clone()
+            .expect("pod");
+        let init = &pod.init_containers.as_ref().expect("init")[0];
+        let init_paths: Vec<&str> = init
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(
+            init_paths.contains(&"/etc/moviebook/mongo-key-source"),
+            "{init_paths:?}"
+        );
+        assert!(
+            init_paths.contains(&"/etc/moviebook/mongo-key"),
+            "{init_paths:?}"
+        );
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/etc/moviebook/mongo-key" && m.read_only == Some(true))
+        );
+        let key_source = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "mongo-key-source")
+            .and_then(|v| v.secret.clone())
+            .expect("key source");
+        assert_eq!(key_source.secret_name.as_deref(), Some("demo-secrets"));
+        assert_eq!(key_source.items.expect("items")[0].key, MONGODB_KEYFILE);
+    }
+
+    #[test]
+    fn mongodb_authenticates_each_service_as_its_own_user() {
+        let mbs = sample();
+        let res = resolved();
+        let (secret, hash) = access_secret(&mbs.spec, &instance(), &res).expect("managed");
+        let users: serde_json::Value =
+            serde_json::from_str(&access_text(&secret, MONGODB_USERS_KEY)).expect("json");
+        let summary: Vec<String> = users["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| {
+                format!(
+                    "{}@{} {}@{} {}",
+                    u["user"].as_str().unwrap_or_default(),
+                    u["db"].as_str().unwrap_or_default(),
+                    u["roles"][0]["role"].as_str().unwrap_or_default(),
+                    u["roles"][0]["db"].as_str().unwrap_or_default(),
+                    u["pwd"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "moviebook@admin root@admin pw-mongodb-password",
+                "user@moviebook_user readWrite@moviebook_user pw-mongodb-password-user",
+                "payment@moviebook_payment readWrite@moviebook_payment pw-mongodb-password-payment",
+                "notification@moviebook_notification readWrite@moviebook_notification pw-mongodb-password-notification",
+                "booking@moviebook_booking readWrite@moviebook_booking pw-mongodb-password-booking",
+            ]
+        );
+        assert!(access_text(&secret, MONGODB_USERS_JS_KEY).contains("pw-mongodb-password-booking"));
+
+        for topology in [MongoTopology::ReplicaSet, MongoTopology::Standalone] {
+            let managed = ManagedStore {
+                topology: Some(topology),
+                ..ManagedStore::default()
+            };
+            let sts = stateful_set(StoreKind::Mongodb, &managed, &mbs.spec, &instance(), &hash);
+            let template = &sts.spec.as_ref().expect("spec").template;
+            assert_eq!(
+                template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.clone())
+                    .expect("annotation")[CONFIG_HASH_ANNOTATION],
+                hash,
+                "new users restart MongoDB, whose init container applies them"
+            );
+            let pod = template.spec.as_ref().expect("pod");
+            let init = &pod.init_containers.as_ref().expect("init")[0];
+            assert_eq!(init.name, "users");
+            assert_eq!(init.image, container(&sts).image);
+            let script = init.command.as_ref().expect("command").join(" ");
+            assert!(
+                script.contains(
+                    "moviebook-mongo-users /data/db /etc/moviebook/access/mongo-users.json"
+                ),
+                "{script}"
+            );
+            assert!(
+                script.contains("--bind_ip 127.0.0.1 --port 27018"),
+                "{script}"
+            );
+            assert!(
+                init.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "access"),
+                "the init container reads the users"
+            );
+            assert!(
+                !container(&sts)
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "access"),
+                "the server itself never sees the passwords file"
+            );
+            assert!(container(&sts).args.iter().flatten().any(|a| a == "--auth"));
+        }
     }
 
     #[test]
@@ -794,7 +1074,17 @@ mod tests {
         };
         let sts = stateful_set(StoreKind::Mongodb, &managed, &mbs.spec, &instance(), "hash");
         let c = container(&sts);
-        assert_eq!(c.args.as_deref(), Some(&["--bind_ip_all".to_string()][..]));
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["--bind_ip_all".to_string(), "--auth".into()][..])
+        );
+        assert!(
+            !c.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "MONGODB_ADMIN_PASSWORD"),
+            "TCP probes need no administrator"
+        );
         for probe in [&c.readiness_probe, &c.liveness_probe] {
             let p = probe.as_ref().expect("probe");
             assert!(

@@ -3,9 +3,11 @@
 # MongoDB-wire-compatible server on WiredTiger, NOT mongod. It takes the mongod flags a plain
 # single server needs (--bind_ip_all, --bind_ip, --port, --dbpath) and refuses the rest
 # clearly: SecantusDB always runs as its own single-node replica set (named `secantus`), so it
-# cannot be initiated as `--replSet rs0`; clients connect with directConnection=true.
+# cannot be initiated as `--replSet rs0`; clients connect with directConnection=true. --auth is
+# SecantusDB's too (SCRAM-SHA-256); the users come from `moviebook-mongo-users` (mongo-users.py),
+# which the operator's init container runs before this.
 set -eu
-host=0.0.0.0 port=27017 dbpath=/data/db
+host=0.0.0.0 port=27017 dbpath=/data/db auth=
 [ "${1:-}" = mongod ] && shift
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -13,6 +15,7 @@ while [ $# -gt 0 ]; do
     --bind_ip) host=$2; shift ;;
     --port) port=$2; shift ;;
     --dbpath) dbpath=$2; shift ;;
+    --auth) auth=1 ;;
     --replSet|--replSet=*)
       echo "mongo stand-in (SecantusDB): cannot run as replica set '${2:-${1#*=}}': SecantusDB is its own single-node set; give the MovieBookingSystem the MongoDB choice without replica-set initiation (docs/cluster.md)" >&2
       exit 64 ;;
@@ -31,4 +34,4 @@ if [ -z "$cache" ]; then
   esac
 fi
 exec python3 -m secantus --host "$host" --port "$port" --storage-path "$dbpath" --cache-size "$cache" \
-  --log-level "${SECANTUS_LOG_LEVEL:-WARNING}"
+  --log-level "${SECANTUS_LOG_LEVEL:-WARNING}" ${auth:+--auth}

@@ -6,9 +6,10 @@
 //! service does fails a test, and a grant wider than intended fails the tests that try what
 //! the service must not do. Nothing here does I/O.
 //!
-//! MongoDB and PostgreSQL are not here: PostgreSQL has one client (cinema), and each MongoDB
-//! service has a database of its own (see docs/cluster.md, *Store credentials*).
+//! MongoDB users are here too ([`mongodb`]): each MongoDB service a user of its own database.
+//! PostgreSQL is not: it has one client (cinema). See docs/cluster.md, *Store credentials*.
 
+pub mod mongodb;
 pub mod rabbitmq;
 pub mod redis;
 
