@@ -309,7 +309,16 @@ topics=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-heade
 grep -Eq '^payment[[:space:]]+movie_app_events[[:space:]]+\^payment' <<<"$topics" || fail "payment may publish other events: $topics"
 conns=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-headers list_connections user 2>&1 | sort -u | tr '\n' ' ')
 [[ $conns != *moviebook* ]] || fail "a service connects to RabbitMQ as the administrator: $conns"
-ok "stores: Redis refuses anonymous clients, notification only its own keys; RabbitMQ users $users, connected as: $conns"
+# The shared topology is the broker's (its definitions): no service may configure (declare or
+# delete) a shared name, and the services only check it (RABBITMQ_TOPOLOGY=existing).
+perms=$(k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-headers list_permissions 2>&1)
+if awk '$1 != "moviebook" && $2 ~ /movie_app_events/' <<<"$perms" | grep -q .; then fail "a service may configure the shared topology: $perms"; fi
+k exec "$SYS-rabbitmq-0" -c rabbitmq -- rabbitmqctl -q --no-table-headers list_exchanges name arguments 2>&1 \
+  | grep -E '^movie_app_events[[:space:]].*alternate-exchange.*movie_app_events\.unrouted' >/dev/null \
+  || fail "the broker did not declare movie_app_events with its alternate exchange"
+[[ $(k get deploy "$SYS-booking" -o 'jsonpath={.spec.template.spec.containers[0].env[?(@.name=="RABBITMQ_TOPOLOGY")].value}') == existing ]] \
+  || fail "booking's pods declare the topology themselves"
+ok "stores: Redis refuses anonymous clients, notification only its own keys; RabbitMQ users $users, connected as: $conns; the topology is the broker's, no service may configure it"
 
 # Token keys: each private key reaches the pods of the one service that signs with it, no Job
 # gets one, and no pod holds the old shared JWT secret (the flow above ran on these keys).

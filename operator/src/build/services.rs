@@ -31,7 +31,7 @@ use super::config::{
     user_token_signing_key_env,
 };
 use super::{
-    CONFIG_HASH_ANNOTATION, Instance, ServiceKind, default_resources, pull_secrets,
+    CONFIG_HASH_ANNOTATION, Instance, ServiceKind, StoreKind, default_resources, pull_secrets,
     restricted_container, restricted_pod,
 };
 use crate::crd::MovieBookingSystemSpec;
@@ -61,6 +61,11 @@ pub fn service_env(
     }
     for store in svc.stores() {
         env.push(store_url_env(svc, *store, spec, inst));
+    }
+    // The managed broker declares the shared topology from its definitions, and the services'
+    // users may not change it: they only check that it is there.
+    if svc.stores().contains(&StoreKind::Rabbitmq) && spec.rabbitmq.managed.is_some() {
+        env.push(plain_env("RABBITMQ_TOPOLOGY", "existing"));
     }
     if svc == ServiceKind::Cinema {
         // replicas x pool within what PostgreSQL accepts
@@ -425,6 +430,7 @@ mod tests {
                 "MONGODB_URL",
                 "REDIS_URL",
                 "RABBITMQ_URL",
+                "RABBITMQ_TOPOLOGY",
                 "USER_TOKEN_PUBLIC_KEYS"
             ]
         );
@@ -434,6 +440,7 @@ mod tests {
                 "PORT",
                 "MONGODB_URL",
                 "RABBITMQ_URL",
+                "RABBITMQ_TOPOLOGY",
                 "USER_TOKEN_PUBLIC_KEYS",
                 "TICKET_SIGNING_KEY",
                 "SERVICE_TOKEN_SIGNING_KEY"

@@ -24,6 +24,10 @@ pub struct Config {
     pub bind_addr: std::net::IpAddr,
     pub mongodb_url: String,
     pub rabbitmq_url: String,
+    /// Whether the service declares RabbitMQ's shared topology or finds it on the broker
+    /// (`RABBITMQ_TOPOLOGY`: `declare`, the default, or `existing`, which the operator sets for
+    /// its managed broker, whose users may not change it).
+    pub rabbitmq_topology: moviebook_common::amqp::Topology,
     pub cinema_grpc_url: String,
     /// How often the host of `CINEMA_GRPC_URL` is resolved again (`CINEMA_GRPC_RESOLVE_SECONDS`,
     /// 5; 0: never). Calls are spread over every address it resolves to, so a Kubernetes
@@ -129,6 +133,10 @@ impl Config {
                 &["mongodb", "mongodb+srv"],
             )?,
             rabbitmq_url: url_or("RABBITMQ_URL", defaults::RABBITMQ_URL, &["amqp", "amqps"])?,
+            rabbitmq_topology: var_or(
+                "RABBITMQ_TOPOLOGY",
+                moviebook_common::amqp::Topology::Declare,
+            )?,
             cinema_grpc_url: url_or(
                 "CINEMA_GRPC_URL",
                 defaults::CINEMA_GRPC_URL,
@@ -195,6 +203,7 @@ impl Config {
             bind_addr: std::net::IpAddr::from([127, 0, 0, 1]),
             mongodb_url: mongodb_url.to_owned(),
             rabbitmq_url: rabbitmq_url.to_owned(),
+            rabbitmq_topology: moviebook_common::amqp::Topology::Declare,
             cinema_grpc_url: cinema_grpc_url.to_owned(),
             cinema_resolve_interval: Duration::from_secs(5),
             user_service_url: user_service_url.to_owned(),

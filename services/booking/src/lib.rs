@@ -151,11 +151,15 @@ pub async fn run(
     let store = connect_store(&config).await?;
     store.ensure_indexes().await?;
     let rabbitmq_url = config.rabbitmq_url.clone();
+    let relay_config = RelayConfig {
+        topology: config.rabbitmq_topology,
+        ..RelayConfig::default()
+    };
     let booker = build(config).await?;
     let relay = booker
         .store
         .outbox()
-        .relay(&rabbitmq_url, SERVICE_NAME, RelayConfig::default());
+        .relay(&rabbitmq_url, SERVICE_NAME, relay_config.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     // Events an earlier version left in the outbox collection; idle once those are out.
     let legacy = booker.store.legacy_outbox().relay(
@@ -163,7 +167,7 @@ pub async fn run(
         SERVICE_NAME,
         RelayConfig {
             idle_poll: std::time::Duration::from_secs(5),
-            ..RelayConfig::default()
+            ..relay_config
         },
     );
     let legacy_task = tokio::spawn(legacy.run(shutdown.clone()));
@@ -178,6 +182,7 @@ pub async fn run(
     let feed_task = tokio::spawn(live::run_consumer(
         feed.clone(),
         rabbitmq_url.clone(),
+        relay_config.topology,
         shutdown.clone(),
     ));
     let app = app(booker, feed);

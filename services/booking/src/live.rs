@@ -344,10 +344,15 @@ impl SeatFeed {
 
 /// Consumes `booking.*` into the feed until shutdown, reconnecting with backoff; after each
 /// (re)connect every subscriber gets the whole map again, since events may have been missed.
-pub async fn run_consumer(feed: Arc<SeatFeed>, rabbitmq_url: String, shutdown: Shutdown) {
+pub async fn run_consumer(
+    feed: Arc<SeatFeed>,
+    rabbitmq_url: String,
+    topology: moviebook_common::amqp::Topology,
+    shutdown: Shutdown,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let session = consume(&feed, &rabbitmq_url, &shutdown);
+        let session = consume(&feed, &rabbitmq_url, topology, &shutdown);
         tokio::select! {
             result = session => {
                 if let Err(e) = result {
@@ -364,12 +369,21 @@ pub async fn run_consumer(feed: Arc<SeatFeed>, rabbitmq_url: String, shutdown: S
     }
 }
 
-async fn consume(feed: &Arc<SeatFeed>, url: &str, shutdown: &Shutdown) -> lapin::Result<()> {
+async fn consume(
+    feed: &Arc<SeatFeed>,
+    url: &str,
+    topology: moviebook_common::amqp::Topology,
+    shutdown: &Shutdown,
+) -> lapin::Result<()> {
     let conn = moviebook_common::amqp::connect(url, "booking-service-live").await?;
     let channel = conn.create_channel().await?;
-    let mut consumer =
-        moviebook_common::amqp::private_queue(&channel, "booking.*", "booking-service-live")
-            .await?;
+    let mut consumer = moviebook_common::amqp::private_queue(
+        &channel,
+        topology,
+        "booking.*",
+        "booking-service-live",
+    )
+    .await?;
     tracing::info!("live seat feed: consuming booking.*");
     feed.resync_all();
     loop {

@@ -76,9 +76,14 @@ async fn broker_outage_during_a_burst_loses_no_event() {
         .await
         .expect("amqp");
     let ch = conn.create_channel().await.expect("channel");
-    moviebook_common::amqp::declare_consumer_queue(&ch, &queue, &["booking.#", "payment.#"])
-        .await
-        .expect("queue");
+    moviebook_common::amqp::declare_consumer_queue(
+        &ch,
+        moviebook_common::amqp::Topology::Declare,
+        &queue,
+        &["booking.#", "payment.#"],
+    )
+    .await
+    .expect("queue");
     let _ = conn.close(200, "bye".into()).await;
 
     stack_script("rabbit-stop");

@@ -1,8 +1,13 @@
 //! RabbitMQ connection and the shared topology.
 //!
-//! Everyone declares the topology through [`declare_topology`] so the arguments always match
-//! (RabbitMQ refuses a redeclaration with different arguments). The names are those the broker
-//! grants of `moviebook-grants` allow.
+//! The shared topology (the events exchange, its alternate exchange and unrouted queue, the
+//! dead-letter exchange) is either declared by every client through [`declare_topology`], so
+//! that no start order matters and the arguments always match (RabbitMQ refuses a
+//! redeclaration with different arguments), or already there because the broker loaded it from
+//! its definitions at boot ([`Topology::Existing`]: the managed broker of the operator). Then a
+//! client only checks it with passive declares, which need no `configure` right, and no service
+//! can delete or redefine what the others depend on. The names are those the broker grants of
+//! `moviebook-grants` allow.
 
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -25,6 +30,55 @@ pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     Connection::connect(url, props).await
 }
 
+/// Who brings up the shared topology (`RABBITMQ_TOPOLOGY`: `declare` or `existing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Topology {
+    /// This client declares it, idempotently: local development, the tests, and a broker whose
+    /// users may configure the shared names.
+    #[default]
+    Declare,
+    /// The broker has it already (its definitions declare it): the client checks that it is
+    /// there and fails clearly if not, without the right to change it.
+    Existing,
+}
+
+impl std::str::FromStr for Topology {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "declare" => Ok(Topology::Declare),
+            "existing" => Ok(Topology::Existing),
+            _ => Err("expected `declare` or `existing`"),
+        }
+    }
+}
+
+/// Declares the shared topology, or checks that the broker has it (see [`Topology`]).
+pub async fn ensure_topology(channel: &Channel, topology: Topology) -> lapin::Result<()> {
+    match topology {
+        Topology::Declare => declare_topology(channel).await,
+        Topology::Existing => {
+            let passive = ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            for name in [UNROUTED_EXCHANGE, EXCHANGE, DEAD_LETTER_EXCHANGE] {
+                // The kind is not compared in a passive declare: a missing exchange is 404.
+                channel
+                    .exchange_declare(
+                        name.into(),
+                        ExchangeKind::Topic,
+                        passive,
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
 fn durable() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
         durable: true,
@@ -44,7 +98,10 @@ pub async fn declare_topology(channel: &Channel) -> lapin::Result<()> {
         )
         .await?;
     let mut unrouted_args = FieldTable::default();
-    unrouted_args.insert("x-max-length".into(), AMQPValue::LongLongInt(1_000_000));
+    unrouted_args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(moviebook_grants::rabbitmq::UNROUTED_MAX_LENGTH),
+    );
     channel
         .queue_declare(
             UNROUTED_QUEUE.into(),
@@ -84,13 +141,15 @@ pub async fn declare_topology(channel: &Channel) -> lapin::Result<()> {
 }
 
 /// Declares a durable queue bound to the events exchange for each routing-key pattern, with
-/// poison messages dead-lettered to `<queue>.dlq`. Used by consumers (and tests).
+/// poison messages dead-lettered to `<queue>.dlq`, after the shared topology
+/// ([`ensure_topology`]). Used by consumers (and tests).
 pub async fn declare_consumer_queue(
     channel: &Channel,
+    topology: Topology,
     queue: &str,
     patterns: &[&str],
 ) -> lapin::Result<()> {
-    declare_topology(channel).await?;
+    ensure_topology(channel, topology).await?;
     let dlq = format!("{queue}.dlq");
     channel
         .queue_declare(
@@ -148,14 +207,15 @@ pub async fn declare_consumer_queue(
 /// auto-deleted, not durable, and consumed without acknowledgements, so nothing accumulates
 /// for a process that is gone and nothing is redelivered to anyone else. For watchers that
 /// only want what happens from now on (the live seat map, tests); workers that must not miss
-/// an event use durable queues instead. Declares the topology first.
+/// an event use durable queues instead. Ensures the topology first ([`ensure_topology`]).
 pub async fn private_queue(
     channel: &lapin::Channel,
+    topology: Topology,
     routing_key: &str,
     consumer_tag: &str,
 ) -> lapin::Result<lapin::Consumer> {
     use lapin::options::BasicConsumeOptions;
-    declare_topology(channel).await?;
+    ensure_topology(channel, topology).await?;
     let queue = channel
         .queue_declare(
             "".into(),
@@ -203,11 +263,18 @@ pub struct EventTap {
 
 impl EventTap {
     /// Starts receiving the events of `routing_key` (e.g. `booking.*`, `payment.success`);
-    /// events published before this returns are not seen.
+    /// events published before this returns are not seen. Declares the topology (a tap is a
+    /// tool with the broker's full rights: tests, an operator at a terminal).
     pub async fn bind(url: &str, routing_key: &str) -> lapin::Result<Self> {
         let conn = connect(url, "moviebook-event-tap").await?;
         let channel = conn.create_channel().await?;
-        let consumer = private_queue(&channel, routing_key, "moviebook-event-tap").await?;
+        let consumer = private_queue(
+            &channel,
+            Topology::Declare,
+            routing_key,
+            "moviebook-event-tap",
+        )
+        .await?;
         Ok(Self { conn, consumer })
     }
 
@@ -239,5 +306,18 @@ impl EventTap {
     pub async fn close(self) {
         // Closing is a courtesy: the queue is exclusive and goes with the connection anyway.
         let _ = self.conn.close(200, "tap closed".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topology;
+
+    #[test]
+    fn the_topology_setting_is_one_of_two_words() {
+        assert_eq!("declare".parse(), Ok(Topology::Declare));
+        assert_eq!("existing".parse(), Ok(Topology::Existing));
+        assert!("Existing".parse::<Topology>().is_err());
+        assert_eq!(Topology::default(), Topology::Declare);
     }
 }

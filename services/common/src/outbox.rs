@@ -266,6 +266,8 @@ pub struct RelayConfig {
     /// Backoff bounds while the broker or the database is unavailable.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Whether the relay declares the shared topology or finds it on the broker.
+    pub topology: crate::amqp::Topology,
 }
 
 impl Default for RelayConfig {
@@ -277,6 +279,7 @@ impl Default for RelayConfig {
             gather: Duration::from_millis(5),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            topology: crate::amqp::Topology::Declare,
         }
     }
 }
@@ -451,7 +454,7 @@ impl OutboxRelay {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        crate::amqp::declare_topology(&channel).await?;
+        crate::amqp::ensure_topology(&channel, self.config.topology).await?;
         Ok((conn, channel))
     }
 

@@ -1,6 +1,8 @@
 //! The broker grants of `moviebook-grants`, imported into the real test broker as a definitions
 //! file (as the managed broker loads them at boot), against the calls the services make: each
-//! service's own calls pass, and what it must not do is refused by the broker.
+//! service's own calls pass, and what it must not do is refused by the broker. The definitions
+//! declare the shared topology, so the services find it (`Topology::Existing`) and may not
+//! declare, delete or read it beyond their own use.
 //!
 //! Needs RABBITMQ_URL and MOVIEBOOK_STACK_SCRIPT (set by `make test`).
 
@@ -8,11 +10,14 @@ use std::time::Duration;
 
 use lapin::{
     BasicProperties, Connection, ErrorKind,
-    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions},
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+        QueueDeleteOptions,
+    },
     protocol::{AMQPErrorKind, AMQPSoftError},
     types::FieldTable,
 };
-use moviebook_common::amqp;
+use moviebook_common::amqp::{self, Topology};
 use moviebook_grants::{
     Service,
     rabbitmq::{self, Access, Account, Grant},
@@ -147,17 +152,22 @@ async fn each_service_may_do_its_own_broker_calls_and_no_others() {
     // booking: the shared topology, its events, its live seat map's private queues.
     let booking = users.connect(Service::Booking).await;
     let channel = booking.create_channel().await.expect("channel");
-    amqp::declare_topology(&channel)
+    amqp::ensure_topology(&channel, Topology::Existing)
         .await
-        .expect("booking declares the topology");
+        .expect("booking finds the broker's topology");
     assert!(
         publish(&booking, "booking.confirmed")
             .await
             .expect("own event")
     );
-    amqp::private_queue(&channel, "booking.*", "grants-test-live")
-        .await
-        .expect("booking watches its events");
+    amqp::private_queue(
+        &channel,
+        Topology::Existing,
+        "booking.*",
+        "grants-test-live",
+    )
+    .await
+    .expect("booking watches its events");
     assert_refused(
         "booking publishing a payment event",
         publish(&booking, "payment.success").await,
@@ -165,22 +175,23 @@ async fn each_service_may_do_its_own_broker_calls_and_no_others() {
     let channel = booking.create_channel().await.expect("channel");
     assert_refused(
         "booking watching payment events",
-        amqp::private_queue(&channel, "payment.*", "grants-test-spy")
+        amqp::private_queue(&channel, Topology::Existing, "payment.*", "grants-test-spy")
             .await
             .map(|_| ()),
     );
     let channel = booking.create_channel().await.expect("channel");
     assert_refused(
         "booking declaring notification's queue",
-        amqp::declare_consumer_queue(&channel, &users.queue, &["booking.*"]).await,
+        amqp::declare_consumer_queue(&channel, Topology::Existing, &users.queue, &["booking.*"])
+            .await,
     );
 
     // payment: the shared topology and its events; it consumes nothing.
     let payment = users.connect(Service::Payment).await;
     let channel = payment.create_channel().await.expect("channel");
-    amqp::declare_topology(&channel)
+    amqp::ensure_topology(&channel, Topology::Existing)
         .await
-        .expect("payment declares the topology");
+        .expect("payment finds the broker's topology");
     assert!(
         publish(&payment, "payment.success")
             .await
@@ -192,7 +203,7 @@ async fn each_service_may_do_its_own_broker_calls_and_no_others() {
     );
     assert_refused(
         "payment opening a private queue",
-        amqp::private_queue(&channel, "payment.*", "grants-test-spy")
+        amqp::private_queue(&channel, Topology::Existing, "payment.*", "grants-test-spy")
             .await
             .map(|_| ()),
     );
@@ -201,9 +212,14 @@ async fn each_service_may_do_its_own_broker_calls_and_no_others() {
     // events, consumed; it publishes nothing and binds nothing wider.
     let notification = users.connect(Service::Notification).await;
     let channel = notification.create_channel().await.expect("channel");
-    amqp::declare_consumer_queue(&channel, &users.queue, &["booking.*", "payment.*"])
-        .await
-        .expect("notification declares and binds its queue");
+    amqp::declare_consumer_queue(
+        &channel,
+        Topology::Existing,
+        &users.queue,
+        &["booking.*", "payment.*"],
+    )
+    .await
+    .expect("notification declares and binds its queue");
     channel
         .basic_consume(
             users.queue.as_str().into(),
@@ -220,13 +236,52 @@ async fn each_service_may_do_its_own_broker_calls_and_no_others() {
     let channel = notification.create_channel().await.expect("channel");
     assert_refused(
         "notification binding every event",
-        amqp::declare_consumer_queue(&channel, &users.queue, &["#"]).await,
+        amqp::declare_consumer_queue(&channel, Topology::Existing, &users.queue, &["#"]).await,
     );
     let channel = notification.create_channel().await.expect("channel");
     assert_refused(
         "notification declaring another queue",
-        amqp::declare_consumer_queue(&channel, &format!("{}-x", users.queue), &["booking.*"]).await,
+        amqp::declare_consumer_queue(
+            &channel,
+            Topology::Existing,
+            &format!("{}-x", users.queue),
+            &["booking.*"],
+        )
+        .await,
     );
+
+    // Nobody may redefine or delete the shared topology, nor read the unrouted events.
+    for (svc, conn) in [
+        ("booking", &booking),
+        ("payment", &payment),
+        ("notification", &notification),
+    ] {
+        let channel = conn.create_channel().await.expect("channel");
+        assert_refused(
+            &format!("{svc} declaring the shared topology"),
+            amqp::declare_topology(&channel).await,
+        );
+        let channel = conn.create_channel().await.expect("channel");
+        assert_refused(
+            &format!("{svc} deleting the events exchange"),
+            channel
+                .exchange_delete(rabbitmq::EXCHANGE.into(), ExchangeDeleteOptions::default())
+                .await,
+        );
+        let channel = conn.create_channel().await.expect("channel");
+        assert_refused(
+            &format!("{svc} consuming the unrouted events"),
+            channel
+                .basic_consume(
+                    rabbitmq::UNROUTED.into(),
+                    "grants-test-unrouted".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map(|_| ()),
+        );
+    }
 
     // booking may not read notification's queue either (the queue exists now).
     let channel = booking.create_channel().await.expect("channel");

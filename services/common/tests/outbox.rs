@@ -46,6 +46,7 @@ fn relay_config() -> RelayConfig {
         gather: Duration::from_millis(5),
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
+        ..RelayConfig::default()
     }
 }
 
@@ -101,9 +102,14 @@ async fn queue(tag: &str) -> (lapin::Connection, Channel, String) {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let name = format!("test.outbox.{tag}.{}", uuid::Uuid::new_v4().simple());
-    amqp::declare_consumer_queue(&ch, &name, &["booking.expired"])
-        .await
-        .unwrap();
+    amqp::declare_consumer_queue(
+        &ch,
+        moviebook_common::amqp::Topology::Declare,
+        &name,
+        &["booking.expired"],
+    )
+    .await
+    .unwrap();
     (conn, ch, name)
 }
 

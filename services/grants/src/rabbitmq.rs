@@ -10,13 +10,16 @@
 //! declaring a queue with a dead-letter exchange needs `read` on the queue and `write` on the
 //! dead-letter exchange.
 //!
-//! Every client declares the shared topology (the events exchange, its alternate exchange and
-//! queue for unrouted messages, the dead-letter exchange) before it uses it, so that no start
-//! order matters; the grants below therefore all carry [`shared_topology`]. On top of it:
-//! booking publishes `booking.*` and watches `booking.*` on queues the server names for it
-//! (the live seat map); payment publishes `payment.*`; notification consumes its durable queue
-//! and its dead-letter queue, bound to the events of booking and payment, and publishes
-//! nothing.
+//! The shared topology (the events exchange, its alternate exchange and queue for unrouted
+//! messages, the dead-letter exchange) is the broker's: [`definitions`] declares it, the
+//! broker loads it at boot, and the services only check that it is there (passive declares,
+//! which RabbitMQ allows without any permission; `RABBITMQ_TOPOLOGY=existing`). So no grant
+//! has `configure` on a shared name, and no service can delete or redefine the exchange the
+//! others publish to and consume from (`configure` is the right to declare *and* to delete).
+//! On that: booking publishes `booking.*` and watches `booking.*` on queues the server names
+//! for it (the live seat map); payment publishes `payment.*`; notification declares, binds and
+//! consumes its durable queue and its dead-letter queue, bound to the events of booking and
+//! payment, and publishes nothing. Nobody but the administrator reads the unrouted queue.
 
 use regex::Regex;
 use serde_json::{Value, json};
@@ -29,6 +32,8 @@ pub const EXCHANGE: &str = "movie_app_events";
 /// The alternate exchange of [`EXCHANGE`] (fanout) and the queue behind it: an event no queue
 /// wanted yet is kept there instead of being dropped. Both have this name.
 pub const UNROUTED: &str = "movie_app_events.unrouted";
+/// Most messages the unrouted queue keeps (`x-max-length`).
+pub const UNROUTED_MAX_LENGTH: i64 = 1_000_000;
 /// The dead-letter exchange consumers' `.dlq` queues are bound to.
 pub const DEAD_LETTER_EXCHANGE: &str = "movie_app_events.dlx";
 /// Notification's durable queue in an installation (tests give it other names).
@@ -66,16 +71,25 @@ fn any_of(names: &[&str], patterns: &[&str]) -> String {
     format!("^({})$", alternatives.join("|"))
 }
 
-/// Names every client declares or binds to bring up the shared topology: configure on the
-/// three shared names, read on the events exchange (it is declared with an alternate
-/// exchange) and on the alternate exchange (the unrouted queue is bound to it), write on the
-/// alternate exchange and on the unrouted queue (the same name).
-pub fn shared_topology() -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
-    (
-        vec![EXCHANGE, UNROUTED, DEAD_LETTER_EXCHANGE],
-        vec![UNROUTED],
-        vec![EXCHANGE, UNROUTED],
-    )
+/// The shared topology as the broker's definitions declare it: the exchanges, the unrouted
+/// queue and its binding, with the arguments `moviebook_common::amqp::declare_topology` uses
+/// (RabbitMQ refuses a declaration whose arguments differ from the existing ones).
+pub fn topology() -> Value {
+    let exchange = |name: &str, kind: &str, arguments: Value| {
+        json!({"name": name, "vhost": VHOST, "type": kind, "durable": true,
+               "auto_delete": false, "internal": false, "arguments": arguments})
+    };
+    json!({
+        "exchanges": [
+            exchange(UNROUTED, "fanout", json!({})),
+            exchange(EXCHANGE, "topic", json!({"alternate-exchange": UNROUTED})),
+            exchange(DEAD_LETTER_EXCHANGE, "topic", json!({})),
+        ],
+        "queues": [{"name": UNROUTED, "vhost": VHOST, "durable": true, "auto_delete": false,
+                    "arguments": {"x-max-length": UNROUTED_MAX_LENGTH}}],
+        "bindings": [{"source": UNROUTED, "vhost": VHOST, "destination": UNROUTED,
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+    })
 }
 
 /// Routing keys of the events a service publishes: `<service>.<event>`.
@@ -83,13 +97,13 @@ fn own_events(svc: Service) -> String {
     format!(r"^{}\.[a-z_]+$", regex::escape(svc.name()))
 }
 
-/// Booking: publishes its events and watches them on server-named queues.
+/// Booking: publishes its events and watches them on server-named queues (declared by it,
+/// bound from the events exchange: write on the queue, read on the exchange).
 pub fn booking() -> Grant {
-    let (configure, write, read) = shared_topology();
     Grant {
-        configure: any_of(&configure, &[SERVER_NAMED_QUEUE]),
-        write: any_of(&[&write[..], &[EXCHANGE]].concat(), &[SERVER_NAMED_QUEUE]),
-        read: any_of(&read, &[SERVER_NAMED_QUEUE]),
+        configure: any_of(&[], &[SERVER_NAMED_QUEUE]),
+        write: any_of(&[EXCHANGE], &[SERVER_NAMED_QUEUE]),
+        read: any_of(&[EXCHANGE], &[SERVER_NAMED_QUEUE]),
         topic_write: own_events(Service::Booking),
         topic_read: format!(r"^{}\.", regex::escape(Service::Booking.name())),
     }
@@ -97,11 +111,10 @@ pub fn booking() -> Grant {
 
 /// Payment: publishes its events, consumes nothing.
 pub fn payment() -> Grant {
-    let (configure, write, read) = shared_topology();
     Grant {
-        configure: any_of(&configure, &[]),
-        write: any_of(&[&write[..], &[EXCHANGE]].concat(), &[]),
-        read: any_of(&read, &[]),
+        configure: NOTHING.to_string(),
+        write: any_of(&[EXCHANGE], &[]),
+        read: NOTHING.to_string(),
         topic_write: own_events(Service::Payment),
         topic_read: NOTHING.to_string(),
     }
@@ -111,14 +124,14 @@ pub fn payment() -> Grant {
 /// of booking and payment; publishes nothing.
 pub fn notification(queue: &str) -> Grant {
     let dlq = format!("{queue}.dlq");
-    let (configure, write, read) = shared_topology();
     let own = [queue, dlq.as_str()];
     Grant {
-        configure: any_of(&[&configure[..], &own].concat(), &[]),
+        configure: any_of(&own, &[]),
         // The queue is declared with the dead-letter exchange, and the dead-letter queue is
-        // bound from it: write on the exchange, read below.
-        write: any_of(&[&write[..], &own, &[DEAD_LETTER_EXCHANGE]].concat(), &[]),
-        read: any_of(&[&read[..], &own, &[DEAD_LETTER_EXCHANGE]].concat(), &[]),
+        // bound from it: write on the exchange, read below; the queue is bound from the events
+        // exchange: read on it.
+        write: any_of(&[&own[..], &[DEAD_LETTER_EXCHANGE]].concat(), &[]),
+        read: any_of(&[&own[..], &[DEAD_LETTER_EXCHANGE, EXCHANGE]].concat(), &[]),
         topic_write: NOTHING.to_string(),
         topic_read: format!(
             r"^({}|{})\.",
@@ -178,8 +191,9 @@ pub fn password_hash(user: &str, password: &str) -> String {
 }
 
 /// The definitions file a broker imports at boot (`load_definitions`): the virtual host, the
-/// accounts with their hashed passwords, their permissions and topic permissions. Imported on
-/// every start, so a changed password or grant takes effect when the broker restarts.
+/// shared [`topology`], the accounts with their hashed passwords, their permissions and topic
+/// permissions. Imported on every start, so a changed password or grant takes effect when the
+/// broker restarts.
 pub fn definitions(accounts: &[Account]) -> Value {
     let mut users = Vec::new();
     let mut permissions = Vec::new();
@@ -210,11 +224,15 @@ pub fn definitions(accounts: &[Account]) -> Value {
             }));
         }
     }
+    let topology = topology();
     json!({
         "vhosts": [{"name": VHOST}],
         "users": users,
         "permissions": permissions,
         "topic_permissions": topic_permissions,
+        "exchanges": topology["exchanges"],
+        "queues": topology["queues"],
+        "bindings": topology["bindings"],
     })
 }
 
@@ -279,13 +297,33 @@ mod tests {
     }
 
     #[test]
-    fn every_client_may_bring_up_the_shared_topology() {
+    fn the_shared_topology_is_the_brokers_and_no_client_may_change_it() {
         for g in [booking(), payment(), notification("q")] {
             for name in [EXCHANGE, UNROUTED, DEAD_LETTER_EXCHANGE] {
-                assert!(allows(&g.configure, name), "{name}");
+                assert!(!allows(&g.configure, name), "{name}: declare and delete");
             }
-            assert!(allows(&g.read, EXCHANGE) && allows(&g.write, UNROUTED));
+            assert!(
+                !allows(&g.read, UNROUTED),
+                "nobody consumes the unrouted queue"
+            );
+            assert!(!allows(&g.write, UNROUTED));
         }
+        let t = topology();
+        let names: Vec<&str> = t["exchanges"]
+            .as_array()
+            .expect("exchanges")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names, [UNROUTED, EXCHANGE, DEAD_LETTER_EXCHANGE]);
+        assert_eq!(
+            t["exchanges"][1]["arguments"]["alternate-exchange"],
+            UNROUTED
+        );
+        assert_eq!(t["queues"][0]["arguments"]["x-max-length"], 1_000_000);
+        let defs = definitions(&[]);
+        assert_eq!(defs["exchanges"], t["exchanges"]);
+        assert_eq!(defs["bindings"][0]["destination"], UNROUTED);
         assert!(allows(&booking().read, "amq.gen-Zx1"));
         assert!(!allows(&payment().read, "amq.gen-Zx1"));
         assert!(!allows(&payment().configure, "amq.gen-Zx1"));

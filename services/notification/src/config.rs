@@ -34,6 +34,10 @@ pub struct Config {
     pub mongodb_url: String,
     pub redis_url: String,
     pub rabbitmq_url: String,
+    /// Whether the service declares RabbitMQ's shared topology or finds it on the broker
+    /// (`RABBITMQ_TOPOLOGY`: `declare`, the default, or `existing`, which the operator sets for
+    /// its managed broker, whose users may not change it).
+    pub rabbitmq_topology: moviebook_common::amqp::Topology,
     /// The durable queue consumed (`NOTIFICATION_QUEUE`); its dead-letter queue is `<queue>.dlq`.
     pub queue: String,
     /// Routing-key patterns the queue is bound to on `movie_app_events`
@@ -84,6 +88,10 @@ impl Config {
             )?,
             redis_url: url_or("REDIS_URL", defaults::REDIS_URL, &["redis", "rediss"])?,
             rabbitmq_url: url_or("RABBITMQ_URL", defaults::RABBITMQ_URL, &["amqp", "amqps"])?,
+            rabbitmq_topology: var_or(
+                "RABBITMQ_TOPOLOGY",
+                moviebook_common::amqp::Topology::Declare,
+            )?,
             queue: string_or("NOTIFICATION_QUEUE", DEFAULT_QUEUE),
             bindings: parse_bindings(&string_or(
                 "NOTIFICATION_BINDINGS",
@@ -187,6 +195,7 @@ mod tests {
             mongodb_url: defaults::MONGODB_URL.into(),
             redis_url: defaults::REDIS_URL.into(),
             rabbitmq_url: defaults::RABBITMQ_URL.into(),
+            rabbitmq_topology: moviebook_common::amqp::Topology::Declare,
             queue: DEFAULT_QUEUE.into(),
             bindings: parse_bindings("booking.*, payment.*"),
             prefetch: 32,

@@ -192,8 +192,13 @@ impl Worker {
         amqp.basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
         let bindings: Vec<&str> = self.config.bindings.iter().map(String::as_str).collect();
-        moviebook_common::amqp::declare_consumer_queue(&amqp, &self.config.queue, &bindings)
-            .await?;
+        moviebook_common::amqp::declare_consumer_queue(
+            &amqp,
+            self.config.rabbitmq_topology,
+            &self.config.queue,
+            &bindings,
+        )
+        .await?;
         let tag = format!("notification-service-{}", uuid::Uuid::new_v4());
         let consumer = amqp
             .basic_consume(

@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         mongodb_url,
         database: format!("moviebook_bench_payment_{db_suffix}"),
         rabbitmq_url,
+        rabbitmq_topology: moviebook_common::amqp::Topology::Declare,
         jwt_secret: SECRET.into(),
         jwt_issuer: "moviebook".into(),
         failure_rate: 0.0,

@@ -15,6 +15,10 @@ pub struct Config {
     pub database: String,
     /// `RABBITMQ_URL`, where the outbox relay publishes.
     pub rabbitmq_url: String,
+    /// Whether the service declares RabbitMQ's shared topology or finds it on the broker
+    /// (`RABBITMQ_TOPOLOGY`: `declare`, the default, or `existing`, which the operator sets for
+    /// its managed broker, whose users may not change it).
+    pub rabbitmq_topology: moviebook_common::amqp::Topology,
     /// `JWT_SECRET`: the HS256 secret of service tokens. User tokens are ES256 and read
     /// `USER_TOKEN_SIGNING_KEY` / `USER_TOKEN_PUBLIC_KEYS` at start (see
     /// `moviebook_common::auth`); without those, a development key derived from this secret.
@@ -42,6 +46,10 @@ impl Config {
                 "RABBITMQ_URL",
                 defaults::RABBITMQ_URL,
                 &["amqp", "amqps"],
+            )?,
+            rabbitmq_topology: config::var_or(
+                "RABBITMQ_TOPOLOGY",
+                moviebook_common::amqp::Topology::Declare,
             )?,
             jwt_secret: config::jwt_secret()?,
             jwt_issuer: config::string_or("JWT_ISSUER", defaults::JWT_ISSUER),

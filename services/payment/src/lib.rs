@@ -88,10 +88,14 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot ensure indexes at start-up; run `payment-service migrate`");
     }
     let (stop_tx, stop_rx) = moviebook_common::shutdown::channel();
+    let relay_config = RelayConfig {
+        topology: config.rabbitmq_topology,
+        ..RelayConfig::default()
+    };
     let relay = store.outbox().relay(
         &config.rabbitmq_url,
         "payment-service",
-        RelayConfig::default(),
+        relay_config.clone(),
     );
     let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
     // Events an earlier version left in the outbox collection; idle once those are out.
@@ -100,7 +104,7 @@ pub async fn run(
         "payment-service",
         RelayConfig {
             idle_poll: std::time::Duration::from_secs(5),
-            ..RelayConfig::default()
+            ..relay_config
         },
     );
     let legacy_task = tokio::spawn(legacy.run(stop_rx));

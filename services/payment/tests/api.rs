@@ -44,6 +44,7 @@ impl TestApp {
             mongodb_url: env("MONGODB_URL"),
             database: format!("moviebook_test_{}", uuid::Uuid::new_v4().simple()),
             rabbitmq_url: env("RABBITMQ_URL"),
+            rabbitmq_topology: moviebook_common::amqp::Topology::Declare,
             jwt_secret: SECRET.into(),
             jwt_issuer: "moviebook".into(),
             failure_rate,
@@ -717,9 +718,14 @@ async fn events_arrive_on_a_bound_queue_with_the_design_envelope() {
         .expect("RabbitMQ at RABBITMQ_URL");
     let channel = conn.create_channel().await.unwrap();
     let queue = format!("test.payment.{}", uuid::Uuid::new_v4().simple());
-    moviebook_common::amqp::declare_consumer_queue(&channel, &queue, &["payment.*"])
-        .await
-        .unwrap();
+    moviebook_common::amqp::declare_consumer_queue(
+        &channel,
+        moviebook_common::amqp::Topology::Declare,
+        &queue,
+        &["payment.*"],
+    )
+    .await
+    .unwrap();
 
     let app = TestApp::spawn().await;
     let user = uuid::Uuid::new_v4().to_string();

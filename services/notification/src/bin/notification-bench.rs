@@ -116,7 +116,13 @@ async fn main() -> anyhow::Result<()> {
     let amqp = conn.create_channel().await?;
     amqp.confirm_select(ConfirmSelectOptions::default()).await?;
     let bindings: Vec<&str> = config.bindings.iter().map(String::as_str).collect();
-    moviebook_common::amqp::declare_consumer_queue(&amqp, &config.queue, &bindings).await?;
+    moviebook_common::amqp::declare_consumer_queue(
+        &amqp,
+        moviebook_common::amqp::Topology::Declare,
+        &config.queue,
+        &bindings,
+    )
+    .await?;
 
     let started = Instant::now();
     let mut confirms = Vec::with_capacity(events);

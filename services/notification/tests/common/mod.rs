@@ -59,6 +59,7 @@ pub fn test_config(name: &str) -> Config {
         mongodb_url: with_db(&env("MONGODB_URL"), &format!("moviebook_test_{unique}")),
         redis_url: env("REDIS_URL"),
         rabbitmq_url: env("RABBITMQ_URL"),
+        rabbitmq_topology: moviebook_common::amqp::Topology::Declare,
         queue: format!("notification.test.{unique}"),
         // Bound to a key nobody publishes: other tests' events on the shared exchange stay out;
         // tests publish straight into the queue (the exchange test rebinds to the real keys).
@@ -245,9 +246,14 @@ impl Publisher {
     /// Declares the worker's queue ahead of it, so nothing published before it starts is lost.
     pub async fn declare_queue(&self, config: &Config) {
         let bindings: Vec<&str> = config.bindings.iter().map(String::as_str).collect();
-        moviebook_common::amqp::declare_consumer_queue(&self.channel, &config.queue, &bindings)
-            .await
-            .unwrap();
+        moviebook_common::amqp::declare_consumer_queue(
+            &self.channel,
+            moviebook_common::amqp::Topology::Declare,
+            &config.queue,
+            &bindings,
+        )
+        .await
+        .unwrap();
     }
 
     async fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8]) {
