@@ -736,6 +736,16 @@ mod tests {
             .containers[0]
     }
 
+    /// The config-hash annotation of a StatefulSet's pod template.
+    fn pod_hash(sts: &StatefulSet) -> String {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+            .expect("config-hash annotation")
+    }
+
     fn access_text(secret: &Secret, key: &str) -> String {
         String::from_utf8(secret.data.as_ref().expect("data")[key].0.clone()).expect("utf8")
     }
@@ -795,16 +805,7 @@ mod tests {
         assert!(mounts.iter().any(|m| m.mount_path == RABBITMQ_CONF_PATH
             && m.sub_path.as_deref() == Some(RABBITMQ_CONF_KEY)));
         for sts in [&redis, &rabbit] {
-            let template = &sts.spec.as_ref().expect("spec").template;
-            assert_eq!(
-                template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.annotations.clone())
-                    .expect("annotation")[CONFIG_HASH_ANNOTATION],
-                hash,
-                "new rights restart the store"
-            );
+            assert_eq!(pod_hash(sts), hash, "new rights restart the store");
         }
         for store in [StoreKind::Postgres, StoreKind::Mongodb] {
             let sts = stateful_set(store, &Default::default(), &mbs.spec, &instance(), &hash);
@@ -1020,17 +1021,16 @@ mod tests {
                 ..ManagedStore::default()
             };
             let sts = stateful_set(StoreKind::Mongodb, &managed, &mbs.spec, &instance(), &hash);
-            let template = &sts.spec.as_ref().expect("spec").template;
             assert_eq!(
-                template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.annotations.clone())
-                    .expect("annotation")[CONFIG_HASH_ANNOTATION],
+                pod_hash(&sts),
                 hash,
                 "new users restart MongoDB, whose init container applies them"
             );
-            let pod = template.spec.as_ref().expect("pod");
+            let pod = sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .expect("pod");
             let init = &pod.init_containers.as_ref().expect("init")[0];
             assert_eq!(init.name, "users");
             assert_eq!(init.image, container(&sts).image);

@@ -125,7 +125,8 @@ pub fn bind_addr() -> Result<std::net::IpAddr, ConfigError> {
     var_or("BIND_ADDR", std::net::IpAddr::from([0, 0, 0, 0]))
 }
 
-/// The JWT secret must be long enough for HS256 to mean something.
+/// The JWT secret (the seed of the development token keys) must be at least 32 bytes, so
+/// derived keys are not guessable from a short word.
 pub fn jwt_secret() -> Result<String, ConfigError> {
     let secret = string_or("JWT_SECRET", defaults::JWT_SECRET);
     check_jwt_secret(&secret)?;

@@ -17,9 +17,10 @@ pub struct Config {
     pub mongodb_url: String,
     /// `MONGODB_DATABASE`, default `moviebook_user`.
     pub database: String,
-    /// `JWT_SECRET`: the HS256 secret of service tokens. User tokens are ES256 and read
-    /// `USER_TOKEN_SIGNING_KEY` / `USER_TOKEN_PUBLIC_KEYS` at start (see
-    /// `moviebook_common::auth`); without those, a development key derived from this secret.
+    /// `JWT_SECRET`: only the seed of the development keys. Every token is ES256 (HS256 is
+    /// refused): the keys come from `USER_TOKEN_*` / `SERVICE_TOKEN_*` at start (see
+    /// `moviebook_common::auth`); when none of those is set, development keys of both kinds
+    /// are derived from this secret (`make dev`; no pod of the operator gets it).
     pub jwt_secret: String,
     /// `JWT_ISSUER`, default `moviebook`.
     pub jwt_issuer: String,
