@@ -26,11 +26,9 @@ if [[ -z ${MOVIEBOOK_MONGO_SERVER:-} ]]; then
   if [[ -x ${MOVIEBOOK_CACHE:-$HOME/.cache/moviebook}/secantus-rs/bin/secantusd-rs ]]; then
     export MOVIEBOOK_MONGO_SERVER=secantus-rs
   else
-    # The Python server is ~12x slower than the Rust one and bounds every number, so a result
-    # taken with it is not comparable with docs/performance.md: say so (on stderr, so the
-    # result line stays the last line of the output).
-    PYTHON_MONGO_WARNING="the MongoDB-compatible server is the Python SecantusDB (no \`make mongo-rs\` build found); it bounds these numbers, which are not comparable with docs/performance.md"
-    log "warning: $PYTHON_MONGO_WARNING"
+    # The Python server is far slower than the Rust one and bounds every number: say so (on
+    # stderr, so the result line stays the last line of the output).
+    log "warning: the MongoDB-compatible server is the Python SecantusDB (no \`make mongo-rs\` build found); it bounds these numbers, which are not comparable with docs/performance.md"
   fi
 fi
 

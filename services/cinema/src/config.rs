@@ -23,10 +23,8 @@ pub struct Config {
     /// How long a request waits for a pooled connection before answering UNAVAILABLE
     /// (`DB_ACQUIRE_TIMEOUT_SECONDS`, default 10).
     pub db_acquire_timeout: Duration,
-    /// `JWT_SECRET`: only the seed of the development keys. Every token is ES256 (HS256 is
-    /// refused): the keys come from `USER_TOKEN_*` / `SERVICE_TOKEN_*` at start (see
-    /// `moviebook_common::auth`); when none of those is set, development keys of both kinds
-    /// are derived from this secret (`make dev`; no pod of the operator gets it).
+    /// `JWT_SECRET`: only the seed of the development keys (see
+    /// [`moviebook_common::config::jwt_secret`]).
     pub jwt_secret: String,
     /// Issuer the tokens must carry (`JWT_ISSUER`, default `moviebook`).
     pub jwt_issuer: String,

@@ -125,8 +125,11 @@ pub fn bind_addr() -> Result<std::net::IpAddr, ConfigError> {
     var_or("BIND_ADDR", std::net::IpAddr::from([0, 0, 0, 0]))
 }
 
-/// The JWT secret (the seed of the development token keys) must be at least 32 bytes, so
-/// derived keys are not guessable from a short word.
+/// `JWT_SECRET`: only the seed of the development keys. Every token is ES256 (HS256 is
+/// refused): the keys come from `USER_TOKEN_*` / `SERVICE_TOKEN_*` at start (see
+/// [`crate::auth`]); when none of those is set, development keys of both kinds are derived
+/// from this secret (`make dev`; no pod of the operator gets it). It must be at least 32 bytes,
+/// so derived keys are not guessable from a short word.
 pub fn jwt_secret() -> Result<String, ConfigError> {
     let secret = string_or("JWT_SECRET", defaults::JWT_SECRET);
     check_jwt_secret(&secret)?;

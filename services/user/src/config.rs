@@ -17,10 +17,8 @@ pub struct Config {
     pub mongodb_url: String,
     /// `MONGODB_DATABASE`, default `moviebook_user`.
     pub database: String,
-    /// `JWT_SECRET`: only the seed of the development keys. Every token is ES256 (HS256 is
-    /// refused): the keys come from `USER_TOKEN_*` / `SERVICE_TOKEN_*` at start (see
-    /// `moviebook_common::auth`); when none of those is set, development keys of both kinds
-    /// are derived from this secret (`make dev`; no pod of the operator gets it).
+    /// `JWT_SECRET`: only the seed of the development keys (see
+    /// [`moviebook_common::config::jwt_secret`]).
     pub jwt_secret: String,
     /// `JWT_ISSUER`, default `moviebook`.
     pub jwt_issuer: String,
