@@ -169,7 +169,7 @@ pub fn config(
 
 /// The `secret` of an ES256 credential. Kong's schema fills it in when absent, but decK's
 /// validation requires it; Kong never uses it for an ES256 credential (it checks the token's
-/// `alg` against the credential's first). A one-way hash of `seed` (the service-token secret)
+/// `alg` against the credential's first). A one-way hash of `seed` (the instance's JWT secret)
 /// and the key id: neither guessable nor the secret itself.
 fn unused_secret(seed: &str, kid: &str) -> String {
     use sha2::{Digest, Sha256};

@@ -278,14 +278,20 @@ pub fn build(
     let settings = settings(spec, inst);
 
     let mut parts: Vec<String> = Vec::new();
-    parts.extend(data.iter().map(|(k, v)| format!("secret:{k}={v}")));
+    // No service pod reads the JWT secret: it only seeds the filler secrets of Kong's rendered
+    // config, and Kong rolls by the hash of that config. Leaving it out keeps a changed JWT
+    // secret from restarting every service pod for nothing.
+    parts.extend(
+        data.iter()
+            .filter(|(k, _)| k.as_str() != JWT_SECRET)
+            .map(|(k, v)| format!("secret:{k}={v}")),
+    );
     parts.extend(settings.iter().map(|(k, v)| format!("config:{k}={v}")));
     parts.extend(
         res.external_urls
             .iter()
             .map(|(k, v)| format!("external:{}={v}", k.name())),
     );
-    parts.push(format!("jwt={}", res.jwt_secret));
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     let hash = hash_of(&refs);
 
@@ -650,6 +656,12 @@ mod tests {
         );
         let mut res = resolved();
         res.jwt_secret = "other".into();
+        assert_eq!(
+            h1,
+            build(&mbs.spec, &instance(), &res).2,
+            "no service pod reads the JWT secret, so it must not roll them"
+        );
+        res.ticket_signing_key = "b3RoZXI=".into();
         assert_ne!(h1, build(&mbs.spec, &instance(), &res).2);
         let mut spec = mbs.spec.clone();
         spec.log_level = "debug".into();
