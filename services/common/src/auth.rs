@@ -27,7 +27,7 @@
 //! Checking an ES256 signature costs a few hundred microseconds, more than the rest of a
 //! booking request in the booking service, and a client sends the same token with every
 //! request of its session. So [`JwtKeys::verify`] remembers the tokens it has verified (see
-//! [`VerifiedTokens`]): a repeated token costs one SHA-256 and a map lookup.
+//! the private `VerifiedTokens` cache): a repeated token costs one SHA-256 and a map lookup.
 
 use std::{sync::Arc, time::Duration};
 
@@ -662,7 +662,8 @@ impl JwtKeys {
     /// `sub` its key belongs to), both ES256.
     ///
     /// A token this process verified before answers from memory, its expiry checked again
-    /// (see [`VerifiedTokens`]); the answer is the same as [`JwtKeys::verify_uncached`]'s.
+    /// (see the private `VerifiedTokens`); the answer is the same as
+    /// [`JwtKeys::verify_uncached`]'s.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let digest = VerifiedTokens::digest(token);
         if let Some(claims) = self.verified.get(&digest, chrono::Utc::now().timestamp()) {
