@@ -11,13 +11,28 @@ pub const NOTIFICATION_USER: &str = "notification";
 pub const NOTIFICATION_PREFIX: &str = "notification";
 
 /// What notification sends: the connection's hand-shake (the client authenticates and may
-/// select the database), `SET NX PX` claims, `SETEX` marks and caches, `GET`, `DEL`, and one
-/// `EVAL` script (compare-and-delete; the commands a script calls are checked against the same
-/// rights). No `KEYS`, `SCAN`, `FLUSH*`, `CONFIG`, `DEBUG`, `CLIENT`, ... The client library
-/// also sends `CLIENT SETINFO` and ignores its answer; it is not granted, because Redis 7.0 (the
-/// node's stand-in) does not know it and would refuse to load an ACL file that names it.
-pub const NOTIFICATION_COMMANDS: [&str; 10] = [
-    "auth", "hello", "select", "ping", "get", "set", "setex", "del", "eval", "evalsha",
+/// select the database), `SETEX` marks and caches, `GET`, `DEL`, and `EVAL` scripts (the claim,
+/// its release, the epoch; the commands a script calls are checked against the same rights:
+/// `GET`, `SET`, `TIME` (one clock for every worker's claim deadlines), and `INFO` with the
+/// `server` and `memory` sections only, which tell the epoch whether the server restarted and
+/// whether it may evict keys). No `KEYS`, `SCAN`, `FLUSH*`,
+/// `CONFIG`, `DEBUG`, `CLIENT`, other `INFO` sections, ... The client library also sends `CLIENT
+/// SETINFO` and ignores its answer; it is not granted, because Redis 7.0 (the node's stand-in)
+/// does not know it and would refuse to load an ACL file that names it.
+pub const NOTIFICATION_COMMANDS: [&str; 13] = [
+    "auth",
+    "hello",
+    "select",
+    "ping",
+    "get",
+    "set",
+    "setex",
+    "del",
+    "eval",
+    "evalsha",
+    "time",
+    "info|server",
+    "info|memory",
 ];
 
 /// Redis's form of a stored password: `#` and the hex SHA-256 of it (so the ACL file holds no

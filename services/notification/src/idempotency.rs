@@ -1,21 +1,39 @@
 //! Redis: per-event claims that make delivery idempotent, and a small cache of what booking
 //! events told us (the user's e-mail, the booking's film details) for the payment events.
 //!
-//! An event id moves through three states in Redis:
+//! An event id's key moves through these values, each kept for `keep` (the done TTL) from
+//! its last write:
 //!
 //! ```text
-//!   (none) --SET NX PX claim_ttl--> processing:<token> --sent and recorded--> done (done_ttl)
-//!      ^                                  |
-//!      +------ failure: owner DELs it ----+  (or the claim_ttl runs out after a crash)
+//!   (none) --claim--> processing:<token>:<deadline> --sent and recorded--> done
+//!                        |          ^
+//!                        |          +-- claim after the deadline (a crash) or a release
+//!                        +-- failure: the owner releases it (deadline 0)
 //! ```
 //!
-//! Only the worker holding the claim sends. A redelivery that finds `done` is acknowledged
-//! without sending; one that finds another worker's claim is put back for later. A crash while
-//! holding a claim leaves it to expire, after which a redelivery retries; the MongoDB record
-//! (unique on `event_id`, status `sent` once recorded) is the second line of defence when the
-//! `done` marker is gone (expired or Redis lost its data).
+//! Only the worker holding a live claim sends. A redelivery that finds `done` is acknowledged
+//! without sending; one that finds another worker's live claim is put back for later. A claim
+//! whose deadline passed (its worker crashed) or that was released can be taken over.
+//! Deadlines are in Redis's clock (`TIME`), so workers whose clocks differ agree on them.
+//!
+//! **When MongoDB is read.** The MongoDB record (unique on `event_id`, `sent` once recorded)
+//! is the second line of defence, for when Redis no longer has an attempt's key. The worker
+//! reads it before sending unless this claim proves that no attempt came before
+//! ([`Acquired::first_attempt`]): the key was absent, the event is younger than `keep` (so no
+//! earlier key expired), and Redis vouches that it lost no key since before the event
+//! occurred. Redis vouches through an epoch key (`<prefix>:epoch`, `<run_id>:<since ms>`):
+//! it names the server run (`INFO server`'s `run_id`, new at every restart, also one that
+//! reloads a persisted data set that may miss its last writes) and the time that run was
+//! first seen; a flush removes it, a restart or fail-over changes the run, and either starts a
+//! new epoch at that moment. It vouches only when no key can be evicted (`maxmemory` 0 or the
+//! `noeviction` policy). Without those rights or guarantees the claim still works and the
+//! worker reads MongoDB first, as it always did. A key deleted by hand under the prefix is the
+//! one loss this cannot see.
 
-use std::time::Duration;
+use std::{
+    sync::LazyLock,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use redis::{AsyncCommands, aio::ConnectionManager, aio::ConnectionManagerConfig};
 
@@ -24,8 +42,82 @@ use crate::domain::BookingSummary;
 /// The value of a processed event's key.
 const DONE: &str = "done";
 
-/// Deletes the key only if it still holds our token (never someone else's claim).
-const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// How far apart the clocks of the event's producer and the workers may be. An event counts
+/// as after the epoch's start only this much later, and as younger than `keep` only this much
+/// earlier, so a skew up to this cannot make a lost key look like a first attempt.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// Lua: `clock(fallback)`, Redis's time in ms (`TIME`), so that every worker judges claim
+/// deadlines by one clock; `fallback` (the worker's clock) where `TIME` is not granted.
+/// `intact_since(epoch_key, now)`, the time since when Redis vouches that it lost no key (see
+/// the module doc), or -1 when it cannot (no `INFO` right, or keys may be evicted); it starts a
+/// new epoch at `now` when the stored one is missing or names another server run.
+const EPOCH_LUA: &str = r"
+local function clock(fallback)
+  local t = redis.pcall('TIME')
+  if type(t) == 'table' and t[1] then
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return tonumber(fallback)
+end
+local function intact_since(epoch_key, now)
+  local server = redis.pcall('INFO', 'server')
+  local run = type(server) == 'string' and string.match(server, 'run_id:(%x+)')
+  if not run then return -1 end
+  local memory = redis.pcall('INFO', 'memory')
+  if type(memory) ~= 'string' then return -1 end
+  local max = string.match(memory, 'maxmemory:(%d+)')
+  local policy = string.match(memory, 'maxmemory_policy:([%w-]+)')
+  if not (max == '0' or policy == 'noeviction') then return -1 end
+  local epoch = redis.call('GET', epoch_key)
+  if epoch then
+    local r, s = string.match(epoch, '^(%x+):(%d+)$')
+    if r == run then return tonumber(s) end
+  end
+  redis.call('SET', epoch_key, run .. ':' .. string.format('%.0f', now))
+  return now
+end
+";
+
+/// Lua: the claim. KEYS: the event's key, the epoch key. ARGV: token, the worker's clock (ms),
+/// lease (ms), keep (ms). Returns `{state, intact_since, now}` with state `done`, `busy` (a
+/// live claim), `fresh` (no key: claimed) or `retaken` (an expired or released claim:
+/// claimed).
+const CLAIM_LUA: &str = r"
+local now = clock(ARGV[2])
+local since = intact_since(KEYS[2], now)
+local current = redis.call('GET', KEYS[1])
+if current == 'done' then return {'done', since, now} end
+if current then
+  -- A value without a deadline is a claim of an older version: live until its own TTL.
+  local deadline = tonumber(string.match(current, ':(%d+)$'))
+  if not deadline or deadline > now then return {'busy', since, now} end
+end
+local deadline = string.format('%.0f', now + tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. deadline, 'PX', ARGV[4])
+if current then return {'retaken', since, now} end
+return {'fresh', since, now}
+";
+
+/// The claim script: the epoch function, then the claim.
+static CLAIM_SCRIPT: LazyLock<String> = LazyLock::new(|| format!("{EPOCH_LUA}{CLAIM_LUA}"));
+
+/// The epoch alone (KEYS: the epoch key; ARGV: the worker's clock in ms).
+static VOUCH_SCRIPT: LazyLock<String> =
+    LazyLock::new(|| format!("{EPOCH_LUA}return intact_since(KEYS[1], clock(ARGV[1]))"));
+
+/// Gives our claim back: its deadline becomes 0, so the next claim takes it over (and reads
+/// MongoDB first, since this attempt may have got as far as sending). Never touches someone
+/// else's claim.
+const RELEASE_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+local mine = ARGV[1] .. ':'
+if current and string.sub(current, 1, #mine) == mine then
+  redis.call('SET', KEYS[1], mine .. '0', 'KEEPTTL')
+  return 1
+end
+return 0
+";
 
 /// How long the e-mail and booking caches are kept.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -34,19 +126,78 @@ const CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// We hold it; send, record, then [`Idempotency::mark_done`].
-    Acquired(String),
+    Acquired(Acquired),
     /// Already sent and recorded: acknowledge without sending.
     Done,
     /// Another worker is processing it right now: put it back for later.
     InProgress,
 }
 
-/// What a key's current value means. Pure.
-pub fn classify(value: Option<&str>) -> Option<Claim> {
-    match value {
-        None => None,
-        Some(DONE) => Some(Claim::Done),
-        Some(_) => Some(Claim::InProgress),
+/// A claim we hold, with what Redis knew about the event's past.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    /// Proves the claim is ours when releasing it.
+    pub token: String,
+    /// When it was claimed (ms since the Unix epoch, Redis's clock).
+    pub at_ms: i64,
+    /// The key was absent: no attempt that Redis still remembers.
+    pub unmarked: bool,
+    /// Since when Redis vouches that it lost no key under the prefix (ms); `None` when it
+    /// cannot vouch.
+    pub intact_since_ms: Option<i64>,
+}
+
+impl Acquired {
+    /// Whether this claim proves that no earlier attempt on the event exists, so the MongoDB
+    /// record need not be read: no key, Redis intact since at least [`CLOCK_SKEW`] before the
+    /// event occurred, and the event young enough that a key written after it occurred has
+    /// not expired. Pure.
+    pub fn first_attempt(&self, occurred_at_ms: i64, keep: Duration) -> bool {
+        let skew = millis(CLOCK_SKEW);
+        let Some(since) = self.intact_since_ms else {
+            return false;
+        };
+        self.unmarked
+            && occurred_at_ms >= since.saturating_add(skew)
+            && self.at_ms
+                < occurred_at_ms
+                    .saturating_add(millis(keep))
+                    .saturating_sub(skew)
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The worker's clock in ms since the Unix epoch (the scripts' fallback for `TIME`).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+/// The claim script's answer as a [`Claim`]. Pure.
+fn read_claim(state: &str, since: i64, at_ms: i64, token: String) -> redis::RedisResult<Claim> {
+    let acquired = |unmarked| {
+        Claim::Acquired(Acquired {
+            token,
+            at_ms,
+            unmarked,
+            intact_since_ms: (since >= 0).then_some(since),
+        })
+    };
+    match state {
+        "done" => Ok(Claim::Done),
+        "busy" => Ok(Claim::InProgress),
+        "fresh" => Ok(acquired(true)),
+        "retaken" => Ok(acquired(false)),
+        other => Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unknown claim state",
+            other.to_owned(),
+        ))),
     }
 }
 
@@ -93,31 +244,47 @@ impl Idempotency {
         Ok(())
     }
 
-    /// Tries to claim `event_id` for `ttl` (SET NX PX).
-    pub async fn claim(&self, event_id: &str, ttl: Duration) -> redis::RedisResult<Claim> {
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// Tries to claim `event_id`: a live claim for `lease`, its key kept for `keep` (the done
+    /// TTL). One script, so the read of the key and the claim are one atomic step.
+    pub async fn claim(
+        &self,
+        event_id: &str,
+        lease: Duration,
+        keep: Duration,
+    ) -> redis::RedisResult<Claim> {
         let mut conn = self.conn.clone();
-        let key = self.event_key(event_id);
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        // Two rounds: the key may expire between the failed SET and the GET.
-        for _ in 0..2 {
-            let token = crate::domain::claim_token();
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut conn)
-                .await?;
-            if set.is_some() {
-                return Ok(Claim::Acquired(token));
-            }
-            let current: Option<String> = conn.get(&key).await?;
-            if let Some(state) = classify(current.as_deref()) {
-                return Ok(state);
-            }
-        }
-        Ok(Claim::InProgress)
+        let token = crate::domain::claim_token();
+        let (state, since, at_ms): (String, i64, i64) = redis::cmd("EVAL")
+            .arg(CLAIM_SCRIPT.as_str())
+            .arg(2)
+            .arg(self.event_key(event_id))
+            .arg(self.epoch_key())
+            .arg(&token)
+            .arg(now_ms())
+            .arg(millis(lease).max(1))
+            .arg(millis(keep).max(1))
+            .query_async(&mut conn)
+            .await?;
+        read_claim(&state, since, at_ms, token)
+    }
+
+    /// Since when Redis vouches that it lost no key under the prefix (ms), starting the epoch
+    /// if there is none; `None` when it cannot vouch (see the module doc). The worker calls it
+    /// at start, so that events from then on can skip the MongoDB read.
+    pub async fn vouch(&self) -> redis::RedisResult<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let since: i64 = redis::cmd("EVAL")
+            .arg(VOUCH_SCRIPT.as_str())
+            .arg(1)
+            .arg(self.epoch_key())
+            .arg(now_ms())
+            .query_async(&mut conn)
+            .await?;
+        Ok((since >= 0).then_some(since))
     }
 
     /// Gives a claim back after a failure so a redelivery can retry at once.
@@ -148,10 +315,17 @@ impl Idempotency {
         conn.get(self.event_key(event_id)).await
     }
 
-    /// Forgets an event (tests use it to exercise the MongoDB second line of defence).
+    /// Forgets an event's key, as a loss of Redis's data would (tests).
     pub async fn forget(&self, event_id: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = conn.del(self.event_key(event_id)).await?;
+        Ok(())
+    }
+
+    /// Forgets the epoch, as a flush of Redis would (tests).
+    pub async fn forget_epoch(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(self.epoch_key()).await?;
         Ok(())
     }
 
@@ -197,13 +371,54 @@ impl Idempotency {
 mod tests {
     use super::*;
 
+    const HOUR: i64 = 3_600_000;
+    const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn claim(unmarked: bool, since: Option<i64>, at_ms: i64) -> Acquired {
+        Acquired {
+            token: "t".into(),
+            at_ms,
+            unmarked,
+            intact_since_ms: since,
+        }
+    }
+
     #[test]
-    fn key_values_map_to_states() {
-        assert_eq!(classify(None), None);
-        assert_eq!(classify(Some("done")), Some(Claim::Done));
+    fn script_states_map_to_claims() {
+        assert_eq!(read_claim("done", 5, 9, "t".into()).unwrap(), Claim::Done);
         assert_eq!(
-            classify(Some(&crate::domain::claim_token())),
-            Some(Claim::InProgress)
+            read_claim("busy", 5, 9, "t".into()).unwrap(),
+            Claim::InProgress
         );
+        assert_eq!(
+            read_claim("fresh", 5, 9, "t".into()).unwrap(),
+            Claim::Acquired(claim(true, Some(5), 9))
+        );
+        assert_eq!(
+            read_claim("retaken", -1, 9, "t".into()).unwrap(),
+            Claim::Acquired(claim(false, None, 9))
+        );
+        assert!(read_claim("what", 5, 9, "t".into()).is_err());
+    }
+
+    #[test]
+    fn a_first_attempt_needs_no_key_an_intact_redis_and_a_young_event() {
+        let skew = millis(CLOCK_SKEW);
+        let since = 100 * HOUR;
+        let occurred = since + HOUR;
+        let now = occurred + 1_000;
+        assert!(claim(true, Some(since), now).first_attempt(occurred, KEEP));
+        // An earlier attempt left a key (expired or released): it may have sent.
+        assert!(!claim(false, Some(since), now).first_attempt(occurred, KEEP));
+        // Redis cannot vouch (no INFO right, or keys may be evicted).
+        assert!(!claim(true, None, now).first_attempt(occurred, KEEP));
+        // The event occurred before the epoch began (within the skew): a lost key is possible.
+        assert!(!claim(true, Some(since), now).first_attempt(since, KEEP));
+        assert!(!claim(true, Some(since), now).first_attempt(since + skew - 1, KEEP));
+        assert!(claim(true, Some(since), now).first_attempt(since + skew, KEEP));
+        // An earlier key may have expired: the event is older than keep (less the skew).
+        let keep = millis(KEEP);
+        assert!(!claim(true, Some(since), occurred + keep - skew).first_attempt(occurred, KEEP));
+        assert!(claim(true, Some(since), occurred + keep - skew - 1).first_attempt(occurred, KEEP));
     }
 }

@@ -6,9 +6,11 @@
 //! Per delivery (see [`crate::idempotency`] for the Redis states):
 //!
 //! 1. parse and validate; poison → reject without requeue (→ `<queue>.dlq`);
-//! 2. claim the event id in Redis; `done` → ack, another claim → requeue later;
-//! 3. read the event's record in MongoDB (unique `event_id`); a record already `sent` → mark
-//!    done and ack without sending (the second line of defence);
+//! 2. claim the event id in Redis; `done` → ack, another live claim → requeue later;
+//! 3. unless the claim proves this is the event's first attempt (no key, Redis intact since
+//!    before the event: [`crate::idempotency::Acquired::first_attempt`]), read the event's
+//!    record in MongoDB (unique `event_id`); a record already `sent` → mark done and ack
+//!    without sending (the second line of defence);
 //! 4. send through the channel (with a timeout);
 //! 5. record `sent` (one upsert: the only write of a notification sent at the first attempt),
 //!    mark the event `done` in Redis, ack.
@@ -142,6 +144,7 @@ impl Worker {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
         let mut backoff = MIN_RECONNECT;
+        self.log_vouch().await;
         while !*shutdown.borrow() {
             let (conn, amqp, consumer) = match self.open().await {
                 Ok(link) => link,
@@ -182,6 +185,24 @@ impl Worker {
         while tasks.join_next().await.is_some() {}
         self.set_connected(false);
         tracing::info!("notification worker stopped");
+    }
+
+    /// Starts Redis's epoch now (so events from here on can skip the MongoDB read) and says
+    /// whether that read is skipped at all: it is not when Redis cannot vouch for its data.
+    async fn log_vouch(&self) {
+        match self.idem.vouch().await {
+            Ok(Some(since)) => tracing::info!(
+                intact_since_ms = since,
+                "redis vouches for its claims; first attempts skip the MongoDB read"
+            ),
+            Ok(None) => tracing::info!(
+                "redis cannot vouch for its claims (no INFO right, or keys may be evicted); \
+                 every event reads its MongoDB record before sending"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unavailable; its epoch starts at the first claim")
+            }
+        }
     }
 
     async fn open(&self) -> lapin::Result<(Connection, AmqpChannel, Consumer)> {
@@ -296,8 +317,12 @@ impl Worker {
         };
         let id = event.event_id.to_string();
         let event_type = event.kind.as_str();
-        let token = match self.idem.claim(&id, self.config.claim_ttl).await {
-            Ok(Claim::Acquired(token)) => token,
+        let claim = match self
+            .idem
+            .claim(&id, self.config.claim_ttl, self.config.done_ttl)
+            .await
+        {
+            Ok(Claim::Acquired(claim)) => claim,
             Ok(Claim::Done) => {
                 tracing::debug!(event_id = %id, "duplicate delivery, already notified");
                 count(event_type, "duplicate");
@@ -314,7 +339,8 @@ impl Worker {
             }
         };
         let started = Instant::now();
-        let outcome = self.deliver(&event, &id).await;
+        let first = claim.first_attempt(event.occurred_at.timestamp_millis(), self.config.done_ttl);
+        let outcome = self.deliver(&event, &id, first).await;
         let settle = match outcome {
             Ok(delivered) => {
                 if let Err(e) = self.idem.mark_done(&id, self.config.done_ttl).await {
@@ -339,7 +365,7 @@ impl Worker {
             Err(Failure::Send(err, record)) => self.on_send_failure(&record, event_type, err).await,
         };
         if settle != Settle::Ack
-            && let Err(e) = self.idem.release(&id, &token).await
+            && let Err(e) = self.idem.release(&id, &claim.token).await
         {
             // The claim expires on its own after claim_ttl.
             tracing::warn!(event_id = %id, error = %e, "cannot release claim");
@@ -394,8 +420,9 @@ impl Worker {
         }
     }
 
-    /// Steps 3 to 5 for a claimed event.
-    async fn deliver(&self, event: &Event, id: &str) -> Result<Delivered, Failure> {
+    /// Steps 3 to 5 for a claimed event; `first` (the claim proves no attempt came before)
+    /// skips step 3.
+    async fn deliver(&self, event: &Event, id: &str, first: bool) -> Result<Delivered, Failure> {
         let (recipient, summary) = match &event.payload {
             Payload::Booking(b) => {
                 if let Some(email) = b.user_email.as_deref().filter(|e| !e.trim().is_empty()) {
@@ -432,13 +459,15 @@ impl Worker {
             last_error: None,
             sent_at: None,
         };
-        match self.store.status_of(id).await? {
-            None | Some(Status::Pending) => {}
-            Some(Status::Sent) => {
-                tracing::info!(event_id = %id, "already sent according to MongoDB; not resending");
-                return Ok(Delivered::AlreadySent);
+        if !first {
+            match self.store.status_of(id).await? {
+                None | Some(Status::Pending) => {}
+                Some(Status::Sent) => {
+                    tracing::info!(event_id = %id, "already sent according to MongoDB; not resending");
+                    return Ok(Delivered::AlreadySent);
+                }
+                Some(Status::Failed) => self.store.restart(id).await?,
             }
-            Some(Status::Failed) => self.store.restart(id).await?,
         }
         let outgoing = Outgoing {
             event_id: id.to_owned(),

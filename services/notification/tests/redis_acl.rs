@@ -102,31 +102,40 @@ async fn the_worker_runs_every_call_as_its_user_and_nothing_else() {
     let idem = Idempotency::new(&url_as(&user.name, &user.password), &user.prefix).expect("client");
 
     idem.ping().await.expect("PING");
-    let token = match idem
-        .claim("e1", Duration::from_secs(30))
-        .await
-        .expect("claim")
-    {
-        Claim::Acquired(t) => t,
+    // The epoch script reads `INFO server` and `INFO memory` and sets the epoch key: the test
+    // Redis has no memory limit, so it vouches.
+    let since = idem.vouch().await.expect("epoch script");
+    assert!(since.is_some(), "the test Redis vouches for its data");
+    let (lease, keep) = (Duration::from_secs(30), Duration::from_secs(60));
+    let token = match idem.claim("e1", lease, keep).await.expect("claim") {
+        Claim::Acquired(a) => {
+            assert!(a.unmarked, "no earlier key");
+            assert_eq!(a.intact_since_ms, since, "the same epoch");
+            a.token
+        }
         other => panic!("a fresh event is claimed, got {other:?}"),
     };
     assert_eq!(
-        idem.claim("e1", Duration::from_secs(30))
-            .await
-            .expect("claim"),
+        idem.claim("e1", lease, keep).await.expect("claim"),
         Claim::InProgress
     );
     idem.release("e1", &token)
         .await
-        .expect("release (EVAL: GET + DEL)");
-    assert_eq!(idem.state("e1").await.expect("GET"), None);
+        .expect("release (EVAL: GET + SET KEEPTTL)");
+    assert_eq!(
+        idem.state("e1").await.expect("GET"),
+        Some(format!("{token}:0")),
+        "a released claim is kept, expired"
+    );
+    match idem.claim("e1", lease, keep).await.expect("claim") {
+        Claim::Acquired(a) => assert!(!a.unmarked, "a released claim is taken over, not fresh"),
+        other => panic!("a released claim is taken over, got {other:?}"),
+    }
     idem.mark_done("e1", Duration::from_secs(60))
         .await
         .expect("SETEX");
     assert_eq!(
-        idem.claim("e1", Duration::from_secs(30))
-            .await
-            .expect("claim"),
+        idem.claim("e1", lease, keep).await.expect("claim"),
         Claim::Done
     );
     idem.forget("e1").await.expect("DEL");
@@ -200,6 +209,9 @@ async fn the_worker_runs_every_call_as_its_user_and_nothing_else() {
             redis::cmd("CLIENT").arg("KILL").arg("ID").arg(1).clone(),
         ),
         ("ACL LIST", redis::cmd("ACL").arg("LIST").clone()),
+        ("INFO", redis::cmd("INFO").clone()),
+        ("INFO clients", redis::cmd("INFO").arg("clients").clone()),
+        ("INFO keyspace", redis::cmd("INFO").arg("keyspace").clone()),
         ("PUBLISH", redis::cmd("PUBLISH").arg("ch").arg("x").clone()),
         (
             "EXPIRE",

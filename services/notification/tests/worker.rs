@@ -203,8 +203,10 @@ async fn a_duplicate_publish_and_a_redelivery_after_a_nack_notify_once() {
         0
     );
 
-    // Second line of defence: Redis forgets the event; the MongoDB record still stops a resend.
+    // Second line of defence: Redis loses its data (a flush: the event's key and the epoch
+    // go); the MongoDB record still stops a resend.
     idem.forget(&id).await.unwrap();
+    idem.forget_epoch().await.unwrap();
     publisher.publish_to_queue(&config.queue, &body).await;
     eventually(WAIT, "the replayed event is marked done again", || async {
         idem.state(&id).await.unwrap().as_deref() == Some("done")
@@ -220,6 +222,174 @@ async fn a_duplicate_publish_and_a_redelivery_after_a_nack_notify_once() {
     worker.stop().await;
     publisher.cleanup(&config.queue).await;
     drop_db(&store).await;
+}
+
+/// The run id of the test Redis (`INFO server`).
+async fn redis_run_id() -> String {
+    let mut conn = redis_admin().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn redis_admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(std::env::var("REDIS_URL").unwrap())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn set_epoch(config: &notification_service::config::Config, run: &str, since_ms: i64) {
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:epoch", config.redis_prefix))
+        .arg(format!("{run}:{since_ms}"))
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+}
+
+/// A booking event that occurred `ago` before now, with a `sent` record already in MongoDB:
+/// the worker sends it only if it skips the MongoDB read.
+async fn recorded_event(
+    store: &notification_service::store::Store,
+    ago: chrono::Duration,
+) -> Value {
+    let mut event = booking_event("booking.confirmed", "b-vouch", "u-vouch");
+    event["occurred_at"] = Value::String((chrono::Utc::now() - ago).to_rfc3339());
+    store
+        .record_sent(&notification_service::store::NotificationRecord {
+            event_id: event_id(&event),
+            event_type: "booking.confirmed".into(),
+            user_id: "u-vouch".into(),
+            recipient: None,
+            channel: "test".into(),
+            subject: "s".into(),
+            body: "b".into(),
+            booking_id: "b-vouch".into(),
+            created_at: mongodb::bson::DateTime::now(),
+            status: Status::Sent,
+            attempts: 0,
+            last_error: None,
+            sent_at: None,
+        })
+        .await
+        .unwrap();
+    event
+}
+
+/// The MongoDB read before a send is skipped exactly when the Redis claim proves a first
+/// attempt. A `sent` record that Redis has no key for stands for the one thing that proof
+/// rules out (Redis losing a key without the worker noticing), so a send despite it shows
+/// that the read was skipped, and no send shows it was made.
+#[tokio::test]
+async fn the_mongodb_read_is_skipped_only_when_redis_vouches_for_a_first_attempt() {
+    let config = test_config("vouch");
+    let channel = RecordingChannel::new(Behaviour::default());
+    let worker = start(&config, channel.clone()).await;
+    wait_ready(&worker).await;
+    let (store, idem) = stores(&config).await;
+    let publisher = Publisher::connect().await;
+    let run = redis_run_id().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let secs = chrono::Duration::seconds;
+
+    let deliver = |event: Value| {
+        let (publisher, idem, queue) = (&publisher, &idem, config.queue.clone());
+        async move {
+            let id = event_id(&event);
+            publisher
+                .publish_to_queue(&queue, &serde_json::to_vec(&event).unwrap())
+                .await;
+            eventually(WAIT, "the event is marked done", || async {
+                idem.state(&id).await.unwrap().as_deref() == Some("done")
+            })
+            .await;
+            id
+        }
+    };
+
+    // The same server run for five minutes, no key, a recent event: no read, so it is sent.
+    set_epoch(&config, &run, now - 300_000).await;
+    let fast = deliver(recorded_event(&store, secs(10)).await).await;
+    assert_eq!(
+        channel.sends_of(&fast),
+        1,
+        "a vouched first attempt skips the read"
+    );
+
+    // A worker sent and recorded, then crashed before marking `done`: its claim's deadline
+    // passed. Taking that claim over reads the record, however recent the event.
+    let crashed = recorded_event(&store, secs(10)).await;
+    let _: () = redis::cmd("SET")
+        .arg(format!(
+            "{}:event:{}",
+            config.redis_prefix,
+            event_id(&crashed)
+        ))
+        .arg(format!("processing:crashed:{}", now - 1))
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+    let crashed = deliver(crashed).await;
+    assert_eq!(
+        channel.sends_of(&crashed),
+        0,
+        "a claim taken over is read first"
+    );
+
+    // The event occurred within the clock skew after the epoch began: read, not resent.
+    let at_start = deliver(recorded_event(&store, secs(298)).await).await;
+    assert_eq!(
+        channel.sends_of(&at_start),
+        0,
+        "too close to the epoch's start"
+    );
+
+    // Older than the done TTL less the skew (the epoch older still): an earlier key may have
+    // expired, so it is read.
+    set_epoch(&config, &run, now - 3_600_000).await;
+    let age = i64::try_from(config.done_ttl.as_secs()).unwrap() - 2;
+    let old = deliver(recorded_event(&store, secs(age)).await).await;
+    assert_eq!(channel.sends_of(&old), 0, "an event that old is read first");
+
+    // A restart (the epoch names another run, as after reloading a persisted data set): a new
+    // epoch starts now, so a recent event is read first.
+    set_epoch(&config, "0123abcd", now - 300_000).await;
+    let restarted = deliver(recorded_event(&store, secs(10)).await).await;
+    assert_eq!(channel.sends_of(&restarted), 0, "read after a restart");
+    let epoch: String = redis::cmd("GET")
+        .arg(format!("{}:epoch", config.redis_prefix))
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+    let (epoch_run, since) = epoch.split_once(':').unwrap();
+    assert_eq!(epoch_run, run);
+    assert!(since.parse::<i64>().unwrap() >= now, "a new epoch: {epoch}");
+
+    // A flush (the epoch is gone): likewise.
+    set_epoch(&config, &run, now - 300_000).await;
+    idem.forget_epoch().await.unwrap();
+    let flushed = deliver(recorded_event(&store, secs(10)).await).await;
+    assert_eq!(channel.sends_of(&flushed), 0, "read after a flush");
+
+    worker.stop().await;
+    publisher.cleanup(&config.queue).await;
+    drop_db(&store).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{}:epoch", config.redis_prefix))
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -414,8 +584,13 @@ async fn a_send_that_keeps_failing_is_retried_then_dead_lettered() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, Status::Failed);
     assert_eq!(records[0].attempts, config.max_attempts);
-    // The claim was released, so a replay from the dead-letter queue may try again.
-    assert_eq!(idem.state(&id).await.unwrap(), None);
+    // The claim was released (its deadline set to 0), so a replay from the dead-letter queue
+    // may try again, and reads the record first.
+    let state = idem.state(&id).await.unwrap().unwrap_or_default();
+    assert!(
+        state.starts_with("processing:") && state.ends_with(":0"),
+        "{state}"
+    );
 
     worker.stop().await;
     publisher.cleanup(&config.queue).await;
@@ -554,11 +729,13 @@ async fn a_claim_abandoned_by_a_crashed_worker_expires_and_the_event_is_then_sen
     let redis = redis::Client::open(config.redis_url.as_str()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}:event:{id}", config.redis_prefix);
+    // The claim of a worker that crashed: live for 2 more seconds, kept like every claim.
+    let deadline = chrono::Utc::now().timestamp_millis() + 2000;
     let _: () = redis::cmd("SET")
         .arg(&key)
-        .arg("processing:crashed-worker")
+        .arg(format!("processing:crashed-worker:{deadline}"))
         .arg("PX")
-        .arg(2000)
+        .arg(600_000)
         .query_async(&mut conn)
         .await
         .unwrap();
