@@ -35,7 +35,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redis::{AsyncCommands, aio::ConnectionManager, aio::ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, aio::ConnectionManager, aio::ConnectionManagerConfig};
 
 use crate::domain::BookingSummary;
 
@@ -99,17 +99,23 @@ if current then return {'retaken', since, now} end
 return {'fresh', since, now}
 ";
 
-/// The claim script: the epoch function, then the claim.
-static CLAIM_SCRIPT: LazyLock<String> = LazyLock::new(|| format!("{EPOCH_LUA}{CLAIM_LUA}"));
+/// The claim script: the epoch function, then the claim. Sent as `EVALSHA` (loaded once per
+/// server with `SCRIPT LOAD`), which Redis runs without parsing the body again.
+static CLAIM_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{EPOCH_LUA}{CLAIM_LUA}")));
 
 /// The epoch alone (KEYS: the epoch key; ARGV: the worker's clock in ms).
-static VOUCH_SCRIPT: LazyLock<String> =
-    LazyLock::new(|| format!("{EPOCH_LUA}return intact_since(KEYS[1], clock(ARGV[1]))"));
+static VOUCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{EPOCH_LUA}return intact_since(KEYS[1], clock(ARGV[1]))"
+    ))
+});
 
 /// Gives our claim back: its deadline becomes 0, so the next claim takes it over (and reads
 /// MongoDB first, since this attempt may have got as far as sending). Never touches someone
 /// else's claim.
-const RELEASE_SCRIPT: &str = r"
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+const RELEASE_LUA: &str = r"
 local current = redis.call('GET', KEYS[1])
 local mine = ARGV[1] .. ':'
 if current and string.sub(current, 1, #mine) == mine then
@@ -258,16 +264,14 @@ impl Idempotency {
     ) -> redis::RedisResult<Claim> {
         let mut conn = self.conn.clone();
         let token = crate::domain::claim_token();
-        let (state, since, at_ms): (String, i64, i64) = redis::cmd("EVAL")
-            .arg(CLAIM_SCRIPT.as_str())
-            .arg(2)
-            .arg(self.event_key(event_id))
-            .arg(self.epoch_key())
+        let (state, since, at_ms): (String, i64, i64) = CLAIM_SCRIPT
+            .key(self.event_key(event_id))
+            .key(self.epoch_key())
             .arg(&token)
             .arg(now_ms())
             .arg(millis(lease).max(1))
             .arg(millis(keep).max(1))
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
         read_claim(&state, since, at_ms, token)
     }
@@ -277,12 +281,10 @@ impl Idempotency {
     /// at start, so that events from then on can skip the MongoDB read.
     pub async fn vouch(&self) -> redis::RedisResult<Option<i64>> {
         let mut conn = self.conn.clone();
-        let since: i64 = redis::cmd("EVAL")
-            .arg(VOUCH_SCRIPT.as_str())
-            .arg(1)
-            .arg(self.epoch_key())
+        let since: i64 = VOUCH_SCRIPT
+            .key(self.epoch_key())
             .arg(now_ms())
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok((since >= 0).then_some(since))
     }
@@ -290,12 +292,10 @@ impl Idempotency {
     /// Gives a claim back after a failure so a redelivery can retry at once.
     pub async fn release(&self, event_id: &str, token: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("EVAL")
-            .arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(self.event_key(event_id))
+        let _: i64 = RELEASE_SCRIPT
+            .key(self.event_key(event_id))
             .arg(token)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }

@@ -121,7 +121,7 @@ async fn the_worker_runs_every_call_as_its_user_and_nothing_else() {
     );
     idem.release("e1", &token)
         .await
-        .expect("release (EVAL: GET + SET KEEPTTL)");
+        .expect("release (EVALSHA: GET + SET KEEPTTL)");
     assert_eq!(
         idem.state("e1").await.expect("GET"),
         Some(format!("{token}:0")),
@@ -188,12 +188,18 @@ async fn the_worker_runs_every_call_as_its_user_and_nothing_else() {
             .await,
     );
     assert_noperm(
-        "a script touching a key outside the prefix",
+        "EVAL (not used: scripts run by hash)",
         redis::cmd("EVAL")
-            .arg("return redis.call('GET', KEYS[1])")
-            .arg(1)
-            .arg("moviebook-acl-test-foreign-key")
-            .query_async::<Option<String>>(&mut conn)
+            .arg("return 1")
+            .arg(0)
+            .query_async::<i64>(&mut conn)
+            .await,
+    );
+    assert_noperm(
+        "a loaded script touching a key outside the prefix",
+        redis::Script::new("return redis.call('GET', KEYS[1])")
+            .key("moviebook-acl-test-foreign-key")
+            .invoke_async::<Option<String>>(&mut conn)
             .await,
     );
     for (what, cmd) in [
