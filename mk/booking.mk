@@ -1,8 +1,8 @@
-# booking-service: the createBooking/processPayment benchmark (self-contained), the goose load
-# mix and the end-to-end demo (both against `make dev`).
-.PHONY: bench-booking load-booking demo test-booking audit
+# booking-service: the createBooking/processPayment benchmark and the unit costs of the stores
+# (both self-contained), the goose load mix and the end-to-end demo (both against `make dev`).
+.PHONY: bench-booking bench-store-ops load-booking demo test-booking audit
 
-BENCH_TARGETS += bench-booking
+BENCH_TARGETS += bench-booking bench-store-ops
 
 BOOKING_URL ?= http://127.0.0.1:8010
 BOOKING_LOAD_USERS ?= 64
@@ -13,6 +13,9 @@ BOOKING_FOCUS_TIME ?= 20s
 
 bench-booking: ## createBooking and processPayment req/s, p99 and CPU/store cost per request (own stores, ports, data; release build)
 	@scripts/bench-booking.sh
+
+bench-store-ops: ## server CPU per single MongoDB and Redis operation, the unit costs of bench-booking's tables (own servers)
+	@scripts/bench-store-ops.sh
 
 load-booking: ## goose load test of the GraphQL API of `make dev`: createBooking alone, book+pay+cancel, then the browse/book/pay/cancel mix
 	cargo build --quiet --release -p booking-service --features load --bin moviebook-load

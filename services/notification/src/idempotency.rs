@@ -47,57 +47,12 @@ const DONE: &str = "done";
 /// earlier, so a skew up to this cannot make a lost key look like a first attempt.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
 
-/// Lua: `clock(fallback)`, Redis's time in ms (`TIME`), so that every worker judges claim
-/// deadlines by one clock; `fallback` (the worker's clock) where `TIME` is not granted.
-/// `intact_since(epoch_key, now)`, the time since when Redis vouches that it lost no key (see
-/// the module doc), or -1 when it cannot (no `INFO` right, or keys may be evicted); it starts a
-/// new epoch at `now` when the stored one is missing or names another server run.
-const EPOCH_LUA: &str = r"
-local function clock(fallback)
-  local t = redis.pcall('TIME')
-  if type(t) == 'table' and t[1] then
-    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return tonumber(fallback)
-end
-local function intact_since(epoch_key, now)
-  local server = redis.pcall('INFO', 'server')
-  local run = type(server) == 'string' and string.match(server, 'run_id:(%x+)')
-  if not run then return -1 end
-  local memory = redis.pcall('INFO', 'memory')
-  if type(memory) ~= 'string' then return -1 end
-  local max = string.match(memory, 'maxmemory:(%d+)')
-  local policy = string.match(memory, 'maxmemory_policy:([%w-]+)')
-  if not (max == '0' or policy == 'noeviction') then return -1 end
-  local epoch = redis.call('GET', epoch_key)
-  if epoch then
-    local r, s = string.match(epoch, '^(%x+):(%d+)$')
-    if r == run then return tonumber(s) end
-  end
-  redis.call('SET', epoch_key, run .. ':' .. string.format('%.0f', now))
-  return now
-end
-";
+/// Lua functions shared by the scripts: `clock` (Redis's `TIME`) and `intact_since` (the
+/// epoch, see the module doc). Each `.lua` file says what it takes and returns.
+const EPOCH_LUA: &str = include_str!("lua/epoch.lua");
 
-/// Lua: the claim. KEYS: the event's key, the epoch key. ARGV: token, the worker's clock (ms),
-/// lease (ms), keep (ms). Returns `{state, intact_since, now}` with state `done`, `busy` (a
-/// live claim), `fresh` (no key: claimed) or `retaken` (an expired or released claim:
-/// claimed).
-const CLAIM_LUA: &str = r"
-local now = clock(ARGV[2])
-local since = intact_since(KEYS[2], now)
-local current = redis.call('GET', KEYS[1])
-if current == 'done' then return {'done', since, now} end
-if current then
-  -- A value without a deadline is a claim of an older version: live until its own TTL.
-  local deadline = tonumber(string.match(current, ':(%d+)$'))
-  if not deadline or deadline > now then return {'busy', since, now} end
-end
-local deadline = string.format('%.0f', now + tonumber(ARGV[3]))
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. deadline, 'PX', ARGV[4])
-if current then return {'retaken', since, now} end
-return {'fresh', since, now}
-";
+/// Lua: the claim, one atomic step (after the shared functions).
+const CLAIM_LUA: &str = include_str!("lua/claim.lua");
 
 /// The claim script: the epoch function, then the claim. Sent as `EVALSHA` (loaded once per
 /// server with `SCRIPT LOAD`), which Redis runs without parsing the body again.
@@ -115,15 +70,7 @@ static VOUCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
 /// MongoDB first, since this attempt may have got as far as sending). Never touches someone
 /// else's claim.
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
-const RELEASE_LUA: &str = r"
-local current = redis.call('GET', KEYS[1])
-local mine = ARGV[1] .. ':'
-if current and string.sub(current, 1, #mine) == mine then
-  redis.call('SET', KEYS[1], mine .. '0', 'KEEPTTL')
-  return 1
-end
-return 0
-";
+const RELEASE_LUA: &str = include_str!("lua/release.lua");
 
 /// How long the e-mail and booking caches are kept.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
