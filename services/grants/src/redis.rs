@@ -11,16 +11,14 @@ pub const NOTIFICATION_USER: &str = "notification";
 pub const NOTIFICATION_PREFIX: &str = "notification";
 
 /// What notification sends: the connection's hand-shake (the client authenticates and may
-/// select the database), `SETEX` marks and caches, `GET`, `DEL`, and its scripts, run by
-/// `EVALSHA` after a `SCRIPT LOAD` (the claim, its release, the epoch). The commands a script
-/// calls are checked against the same rights: `GET`, `SET`, `TIME` (one clock for every
-/// worker's claim deadlines) and `INFO` with the `server` and `memory` sections only (whether
-/// the server restarted, whether it may evict keys). No `KEYS`, `SCAN`, `FLUSH*`, `CONFIG`,
-/// `DEBUG`, `CLIENT`, other `INFO` sections, ..., nor `EVAL`, which it does not use (a script
-/// run by hash is no stronger: every command in it is checked against these rights). The
-/// client library also sends `CLIENT SETINFO` and ignores its answer; it is not granted,
-/// because Redis 7.0 (the node's stand-in) does not know it and would refuse to load an ACL
-/// file that names it.
+/// select the database), `SETEX` marks and caches, `GET`, `DEL`, and its scripts (the claim,
+/// its release, the epoch) by `EVALSHA`, or `EVAL` when the server does not know them yet. The
+/// commands a script calls are checked against the same rights: `GET`, `SET`, `TIME` (one
+/// clock for every worker's claim deadlines) and `INFO` with the `server` and `memory` sections
+/// only (whether the server restarted, whether it may evict keys). No `KEYS`, `SCAN`, `FLUSH*`,
+/// `CONFIG`, `DEBUG`, `CLIENT`, `SCRIPT`, other `INFO` sections, ... The client library also
+/// sends `CLIENT SETINFO` and ignores its answer; it is not granted, because Redis 7.0 (the
+/// node's stand-in) does not know it and would refuse to load an ACL file that names it.
 pub const NOTIFICATION_COMMANDS: [&str; 13] = [
     "auth",
     "hello",
@@ -30,8 +28,8 @@ pub const NOTIFICATION_COMMANDS: [&str; 13] = [
     "set",
     "setex",
     "del",
+    "eval",
     "evalsha",
-    "script|load",
     "time",
     "info|server",
     "info|memory",

@@ -35,7 +35,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redis::{AsyncCommands, Script, aio::ConnectionManager, aio::ConnectionManagerConfig};
+use redis::{
+    AsyncCommands, ErrorKind, FromRedisValue, Script, ServerErrorKind, aio::ConnectionManager,
+    aio::ConnectionManagerConfig,
+};
 
 use crate::domain::BookingSummary;
 
@@ -54,14 +57,12 @@ const EPOCH_LUA: &str = include_str!("lua/epoch.lua");
 /// Lua: the claim, one atomic step (after the shared functions).
 const CLAIM_LUA: &str = include_str!("lua/claim.lua");
 
-/// The claim script: the epoch function, then the claim. Sent as `EVALSHA` (loaded once per
-/// server with `SCRIPT LOAD`), which Redis runs without parsing the body again.
-static CLAIM_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{EPOCH_LUA}{CLAIM_LUA}")));
+/// The claim script: the shared functions, then the claim.
+static CLAIM_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(format!("{EPOCH_LUA}{CLAIM_LUA}")));
 
 /// The epoch alone (KEYS: the epoch key; ARGV: the worker's clock in ms).
-static VOUCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static VOUCH_SCRIPT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(format!(
         "{EPOCH_LUA}return intact_since(KEYS[1], clock(ARGV[1]))"
     ))
 });
@@ -69,8 +70,43 @@ static VOUCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
 /// Gives our claim back: its deadline becomes 0, so the next claim takes it over (and reads
 /// MongoDB first, since this attempt may have got as far as sending). Never touches someone
 /// else's claim.
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+static RELEASE_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE_LUA.to_owned()));
 const RELEASE_LUA: &str = include_str!("lua/release.lua");
+
+/// A script sent by its hash (`EVALSHA`), so Redis does not parse the body each time, and by
+/// its body (`EVAL`, which also caches it) only when the server does not know it yet: the two
+/// rights notification has always had, so a Redis whose ACL was written for an earlier version
+/// runs it too (`SCRIPT LOAD`, which redis-rs's `Script` would send, is not needed).
+struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: String) -> Self {
+        let hash = Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+
+    async fn run<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &[String],
+        args: &[String],
+    ) -> redis::RedisResult<T> {
+        let call = |verb: &str, script: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+            cmd
+        };
+        match call("EVALSHA", &self.hash).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                call("EVAL", &self.code).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
 
 /// How long the e-mail and booking caches are kept.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -211,15 +247,15 @@ impl Idempotency {
     ) -> redis::RedisResult<Claim> {
         let mut conn = self.conn.clone();
         let token = crate::domain::claim_token();
-        let (state, since, at_ms): (String, i64, i64) = CLAIM_SCRIPT
-            .key(self.event_key(event_id))
-            .key(self.epoch_key())
-            .arg(&token)
-            .arg(now_ms())
-            .arg(millis(lease).max(1))
-            .arg(millis(keep).max(1))
-            .invoke_async(&mut conn)
-            .await?;
+        let keys = [self.event_key(event_id), self.epoch_key()];
+        let args = [
+            token.clone(),
+            now_ms().to_string(),
+            millis(lease).max(1).to_string(),
+            millis(keep).max(1).to_string(),
+        ];
+        let (state, since, at_ms): (String, i64, i64) =
+            CLAIM_SCRIPT.run(&mut conn, &keys, &args).await?;
         read_claim(&state, since, at_ms, token)
     }
 
@@ -229,9 +265,7 @@ impl Idempotency {
     pub async fn vouch(&self) -> redis::RedisResult<Option<i64>> {
         let mut conn = self.conn.clone();
         let since: i64 = VOUCH_SCRIPT
-            .key(self.epoch_key())
-            .arg(now_ms())
-            .invoke_async(&mut conn)
+            .run(&mut conn, &[self.epoch_key()], &[now_ms().to_string()])
             .await?;
         Ok((since >= 0).then_some(since))
     }
@@ -240,9 +274,7 @@ impl Idempotency {
     pub async fn release(&self, event_id: &str, token: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = RELEASE_SCRIPT
-            .key(self.event_key(event_id))
-            .arg(token)
-            .invoke_async(&mut conn)
+            .run(&mut conn, &[self.event_key(event_id)], &[token.to_owned()])
             .await?;
         Ok(())
     }
