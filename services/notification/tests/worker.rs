@@ -239,6 +239,8 @@ async fn redis_run_id() -> String {
         .to_owned()
 }
 
+/// A connection to the test Redis as its default user (every right), for what the worker's
+/// restricted calls cannot do: planting keys, reading `INFO`.
 async fn redis_admin() -> redis::aio::MultiplexedConnection {
     redis::Client::open(std::env::var("REDIS_URL").unwrap())
         .unwrap()
@@ -726,8 +728,7 @@ async fn a_claim_abandoned_by_a_crashed_worker_expires_and_the_event_is_then_sen
         .insert_one(&record)
         .await
         .unwrap();
-    let redis = redis::Client::open(config.redis_url.as_str()).unwrap();
-    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_admin().await;
     let key = format!("{}:event:{id}", config.redis_prefix);
     // The claim of a worker that crashed: live for 2 more seconds, kept like every claim.
     let deadline = chrono::Utc::now().timestamp_millis() + 2000;
