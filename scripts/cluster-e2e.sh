@@ -122,8 +122,11 @@ step "images: stand-in stores, then the services and the operator from $CARGO_TA
 scripts/cluster-images.sh infra >/dev/null
 scripts/cluster-images.sh stores
 IMAGE_VERSION=$T1 EXTRA_TAGS="$T2 $T3" scripts/cluster-images.sh services
+# The list is read whole first: `ctr ... | grep -q` under pipefail fails when grep stops at the
+# first match and ctr, still writing, dies of SIGPIPE (seen once in CI on 2026-12-07).
+node_images=$(ctr --address "$STATE/containerd/containerd.sock" -n k8s.io images ls -q)
 for t in "$T1" "$T2" "$T3"; do
-  ctr --address "$STATE/containerd/containerd.sock" -n k8s.io images ls -q | grep -qx "moviebook.local/booking-service:$t" \
+  grep -qx "moviebook.local/booking-service:$t" <<<"$node_images" \
     || fail "moviebook.local/booking-service:$t is not in the node's containerd"
 done
 ok "imported: moviebook.local/<service>:{$T1,$T2,$T3}, the four stand-in stores"
